@@ -1,0 +1,175 @@
+"""Flags every launch module shares, and the one way a launch module runs.
+
+Only `launch/` reads absl flags: it turns them into the plain configs of `research/` and calls
+`research.loop.train_and_evaluate`. Bad input ends the process with one line on stderr:
+exit 2 for a configuration error (unknown flag, bad value, missing flagfile, incompatible workdir), exit 3 when
+training stops on a NaN/Inf.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable
+
+from absl import app, flags
+
+from research.errors import ConfigError, NonFiniteError
+
+FLAGS = flags.FLAGS
+
+# ---- run
+flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics.jsonl, TensorBoard, final.json).")
+flags.DEFINE_bool("overwrite", False, "Delete the workdir's previous outputs and start afresh.")
+flags.DEFINE_integer("seed", 0, "Seed of the initialisation, the data order and every random draw.")
+flags.DEFINE_integer("steps", 1000, "Training steps (optimizer updates).")
+flags.DEFINE_integer("batch_size", 128, "Global batch size (split over all devices).")
+flags.DEFINE_string("dataset", None, "Dataset name from the registry (see research/data).")
+flags.DEFINE_string("tfds_data_dir", None, "Where prepared TFDS datasets live (for tfds:NAME datasets).")
+flags.DEFINE_integer("log_every", 100, "Log training metrics (averaged over the interval) every N steps.")
+flags.DEFINE_integer("eval_every", 0, "Evaluate every N steps (0: only at the end).")
+flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every N steps (0: only at the end).")
+flags.DEFINE_integer("keep_checkpoints", 3, "How many checkpoints to keep.")
+flags.DEFINE_enum("progress", "auto", ["auto", "bar", "log"], "Progress bar (bar), log lines (log), or by TTY.")
+# ---- multi-host
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for multi-process runs.")
+flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+
+# Flags that do not change what is computed: a workdir may be resumed with other values.
+NON_DEFINING = {"workdir", "overwrite", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                "progress", "coordinator_address", "num_processes", "process_id", "tfds_data_dir"}
+
+
+def define_optimizer_flags(prefix: str = "", defaults: dict | None = None, who: str = "") -> None:
+    """Optimizer flags, optionally prefixed (the GAN family has `g_` and `d_` sets)."""
+    d = {"optimizer": "adam", "learning_rate": 1e-3, **(defaults or {})}
+    who = f" ({who})" if who else ""
+    p = prefix
+    flags.DEFINE_enum(p + "optimizer", d["optimizer"], ["sgd", "adam", "adamw", "rmsprop"], "Optimizer" + who)
+    flags.DEFINE_float(p + "learning_rate", d["learning_rate"], "Peak learning rate" + who)
+    flags.DEFINE_float(p + "momentum", d.get("momentum", 0.0), "Momentum for sgd/rmsprop (0: none)" + who)
+    flags.DEFINE_bool(p + "nesterov", d.get("nesterov", False), "Nesterov momentum" + who)
+    flags.DEFINE_float(p + "beta1", d.get("beta1", 0.9), "Adam beta1" + who)
+    flags.DEFINE_float(p + "beta2", d.get("beta2", 0.999), "Adam beta2" + who)
+    flags.DEFINE_float(p + "eps", d.get("eps", 1e-8), "Adam/RMSProp epsilon" + who)
+    flags.DEFINE_float(p + "rms_decay", d.get("rms_decay", 0.9), "RMSProp decay of the squared-gradient average" + who)
+    flags.DEFINE_enum(p + "schedule", d.get("schedule", "constant"), ["constant", "cosine", "step"],
+                      "Learning-rate schedule" + who)
+    flags.DEFINE_integer(p + "warmup_steps", 0, "Linear warmup steps" + who)
+    flags.DEFINE_integer(p + "decay_steps", 0, "Cosine decay length (0: rest of training)" + who)
+    flags.DEFINE_float(p + "final_lr_factor", 0.0, "Cosine: final lr as a fraction of the peak" + who)
+    flags.DEFINE_integer(p + "step_every", 0, "Step schedule: decay every N steps" + who)
+    flags.DEFINE_float(p + "step_factor", 0.1, "Step schedule: multiply the lr by this" + who)
+    flags.DEFINE_float(p + "clip_global_norm", d.get("clip_global_norm", 0.0), "Clip gradients to this global "
+                       "norm (0: off)" + who)
+    flags.DEFINE_float(p + "clip_value", d.get("clip_value", 0.0), "Clip each gradient element to +-this (0: off)"
+                       + who)
+    flags.DEFINE_float(p + "weight_decay", d.get("weight_decay", 0.0), "Decoupled weight decay (adamw, sgd, "
+                       "rmsprop)" + who)
+    flags.DEFINE_float(p + "l1", 0.0, "L1 penalty on weight matrices" + who)
+    flags.DEFINE_float(p + "l2", 0.0, "L2 penalty on weight matrices (coupled)" + who)
+
+
+def optimizer_config(prefix: str = ""):
+    from research.optim import OptimizerConfig, validate
+
+    v = lambda name: getattr(FLAGS, prefix + name)
+    cfg = OptimizerConfig(
+        name=v("optimizer"), learning_rate=v("learning_rate"), momentum=v("momentum"), nesterov=v("nesterov"),
+        beta1=v("beta1"), beta2=v("beta2"), eps=v("eps"), rms_decay=v("rms_decay"), schedule=v("schedule"),
+        warmup_steps=v("warmup_steps"), decay_steps=v("decay_steps"), final_lr_factor=v("final_lr_factor"),
+        step_every=v("step_every"), step_factor=v("step_factor"), clip_global_norm=v("clip_global_norm"),
+        clip_value=v("clip_value"), weight_decay=v("weight_decay"), l1=v("l1"), l2=v("l2"))
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{prefix}optimizer flags: {e}") from None
+    return cfg
+
+
+def loop_config():
+    from research.loop import LoopConfig
+
+    bar = {"auto": None, "bar": True, "log": False}[FLAGS.progress]
+    return LoopConfig(steps=FLAGS.steps, seed=FLAGS.seed, log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
+                      checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
+                      progress_bar=bar)
+
+
+def _format(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def resolved_flags() -> dict[str, str]:
+    """Every flag defined by the launch modules, as `--name=value` text (unset optional flags omitted)."""
+    out = {}
+    for module, module_flags in FLAGS.flags_by_module_dict().items():
+        name = os.path.basename(module)
+        if not (module.startswith("launch") or module == "__main__" or name.startswith(("launch", "__main__"))
+                or "/launch/" in module):
+            continue
+        for flag in module_flags:
+            if flag.value is not None and flag.name != "overwrite":
+                out[flag.name] = _format(flag.value)
+    return out
+
+
+def prepare_workdir(extra_non_defining: Iterable[str] = ()):
+    """Create, lock and check the workdir (process 0 only writes); returns a `research.workdir.Workdir`."""
+    import jax
+
+    from research.workdir import Workdir
+
+    if not FLAGS.workdir:
+        raise ConfigError("--workdir is required")
+    wd = Workdir(FLAGS.workdir)
+    if jax.process_index() == 0:
+        wd.create()
+        wd.lock()
+        if FLAGS.overwrite:
+            wd.clear()
+        wd.check_flags(resolved_flags(), ignore=NON_DEFINING | set(extra_non_defining))
+    return wd
+
+
+def setup_distributed() -> None:
+    from research.parallel import initialize_distributed
+
+    initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        rest = FLAGS(argv)
+    except flags.Error as e:
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(2)
+    if len(rest) > 1:
+        sys.stderr.write(f"error: unexpected arguments {rest[1:]} (flags are --name=value)\n")
+        sys.exit(2)
+    return rest
+
+
+def run(main: Callable[[], object]) -> None:
+    """`app.run` with one-line errors: ConfigError -> exit 2, NonFiniteError -> exit 3."""
+
+    def _main(argv):
+        logging.getLogger("research").setLevel(logging.INFO)
+        logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file it writes at INFO
+        logging.getLogger("jax").setLevel(logging.WARNING)
+        try:
+            main()
+        except ConfigError as e:
+            sys.stderr.write(f"error: {e}\n")
+            sys.exit(2)
+        except NonFiniteError as e:
+            sys.stderr.write(f"error: {e}\n")
+            sys.exit(3)
+
+    app.run(_main, flags_parser=_parse_flags)

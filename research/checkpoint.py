@@ -1,0 +1,80 @@
+"""All checkpointing, behind one small class; the only module that imports Orbax.
+
+A checkpoint holds the train state pytree (params, optimizer state, model state, step, RNG) and a JSON
+`meta` dict (data position, accumulated wall time). Restores always go into an abstract target (shapes,
+dtypes and shardings from `jax.eval_shape`), after checking that the saved tree has the same structure and
+shapes, so a checkpoint from another architecture is a clear error instead of a crash deep in Orbax.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from research.errors import ConfigError
+
+
+def _key_name(entry: Any) -> str:
+    for attr in ("key", "idx", "name"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def _describe(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """'params/Dense_0/kernel' -> (shape, dtype); saved metadata (dicts, lists) and live state (dataclasses,
+    tuples) give the same names."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(_key_name(e) for e in path): (tuple(leaf.shape), str(leaf.dtype)) for path, leaf in leaves}
+
+
+class Checkpointer:
+    """Save every step it is asked to, keep the newest `keep`, write asynchronously."""
+
+    def __init__(self, directory: str | pathlib.Path, *, keep: int = 3, async_save: bool = True):
+        self.directory = pathlib.Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=async_save)
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                         meta=ocp.args.JsonSave(meta)), force=True)
+
+    def check_compatible(self, step: int, abstract_state: Any) -> None:
+        """Raise ConfigError naming the first difference between the saved tree and `abstract_state`."""
+        saved = _describe(self._manager.item_metadata(step)["state"].tree)
+        wanted = _describe(abstract_state)
+        where = f"checkpoint {self.directory}/{step} was written by a different architecture or optimizer"
+        missing, extra = sorted(wanted.keys() - saved.keys()), sorted(saved.keys() - wanted.keys())
+        if missing or extra:
+            raise ConfigError(f"{where}: {len(missing)} arrays missing (e.g. {missing[:1]}), "
+                              f"{len(extra)} unexpected (e.g. {extra[:1]})")
+        for key, (shape, dtype) in wanted.items():
+            if saved[key][0] != shape or saved[key][1] != dtype:
+                raise ConfigError(f"{where}: {key} is {saved[key][1]}{list(saved[key][0])} there, "
+                                  f"{dtype}{list(shape)} here")
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+        """(state, meta) saved at `step`, placed with the shardings of `abstract_state`."""
+        self.check_compatible(step, abstract_state)
+        out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                                  meta=ocp.args.JsonRestore()))
+        return out["state"], dict(out["meta"])
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()

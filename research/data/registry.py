@@ -1,0 +1,89 @@
+"""One registry from dataset name to source.
+
+Every source returns a `Dataset`: named splits of in-memory numpy arrays (`x`, `y`, ...) plus what a model
+needs to know about them. Names with a prefix are families: `tfds:NAME` reads a prepared TFDS dataset,
+`text:PATH` a local text file (see the sequence family).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from research.errors import ConfigError
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Named splits of arrays. `x` is float32 (images NHWC in [0, 1]); `y` int32 labels or float32 targets."""
+
+    name: str
+    splits: Mapping[str, Arrays]
+    num_classes: int | None = None
+    info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def split(self, name: str) -> Arrays:
+        if name not in self.splits:
+            raise ConfigError(f"dataset {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
+        return self.splits[name]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(next(iter(self.splits.values()))["x"].shape[1:])
+
+
+_SOURCES: dict[str, Callable[..., Dataset]] = {}
+_PREFIXES: dict[str, Callable[..., Dataset]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Decorator: `@register("digits")` for a name, `@register("tfds:")` for a prefix family."""
+
+    def deco(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        table = _PREFIXES if name.endswith(":") else _SOURCES
+        if name in table:
+            raise ValueError(f"dataset source {name!r} registered twice")
+        table[name] = fn
+        return fn
+
+    return deco
+
+
+def names() -> list[str]:
+    """Registered names and prefix families, for error messages and `--help`."""
+    return sorted(_SOURCES) + sorted(p + "NAME" for p in _PREFIXES)
+
+
+def load(name: str, **options: Any) -> Dataset:
+    """Load dataset `name`; each of `options` (e.g. `tfds_data_dir`) goes only to sources that take it."""
+    prefix, sep, rest = name.partition(":")
+    if sep:
+        if prefix + ":" not in _PREFIXES:
+            raise ConfigError(f"unknown dataset family {prefix + ':'!r} in {name!r}; known: {', '.join(names())}")
+        if not rest:
+            raise ConfigError(f"dataset {name!r} needs a name after the colon")
+        fn, args = _PREFIXES[prefix + ":"], (rest,)
+    elif name in _SOURCES:
+        fn, args = _SOURCES[name], ()
+    else:
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(names())}")
+    accepted = inspect.signature(fn).parameters
+    return fn(*args, **{k: v for k, v in options.items() if k in accepted})
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) holding out `test_fraction` of every class; sorted, a pure function of seed."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_test = int(round(len(idx) * test_fraction))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
