@@ -138,6 +138,31 @@ def prepare_workdir(extra_non_defining: Iterable[str] = ()):
     return wd
 
 
+def adopt_run_flags(allowed: Iterable[str] = ()) -> None:
+    """Set every run-defining flag from the workdir's flags.txt (for entries that sample from a trained run).
+
+    A defining flag also given on the command line must agree with the run; `allowed` names flags that the
+    entry itself uses (e.g. --mode, --num_samples) and are left as given.
+    """
+    from research.workdir import FLAGS_FILE, parse_flags
+
+    if not FLAGS.workdir:
+        raise ConfigError("--workdir is required")
+    path = os.path.join(FLAGS.workdir, FLAGS_FILE)
+    if not os.path.exists(path):
+        raise ConfigError(f"{path} does not exist: --workdir must hold a trained run")
+    skip = NON_DEFINING | set(allowed)
+    with open(path) as f:
+        saved = parse_flags(f.read())
+    current = resolved_flags()
+    for name, text in saved.items():
+        if name in skip or name not in FLAGS:
+            continue
+        if FLAGS[name].present and current.get(name) != text:
+            raise ConfigError(f"--{name}={current.get(name)} disagrees with the run in {FLAGS.workdir} ({text})")
+        FLAGS[name].parse(text)
+
+
 def setup_distributed() -> None:
     from research.parallel import initialize_distributed
 

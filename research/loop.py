@@ -84,6 +84,29 @@ def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
+def abstract_state(task: Task, rng: jax.Array, mesh: Mesh) -> tuple[Any, Any]:
+    """(shapes/dtypes/shardings of the task's state, the shardings alone): replicated over `mesh`."""
+    rep = parallel.replicated(mesh)
+    shapes = jax.eval_shape(task.init_state, rng)
+    shardings = jax.tree.map(lambda _: rep, shapes)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
+    return abstract, shardings
+
+
+def restore_latest(task: Task, workdir: Workdir, seed: int = 0, mesh: Mesh | None = None) -> tuple[Any, int]:
+    """(state, step) of the workdir's latest checkpoint, for entries that sample or evaluate without training."""
+    mesh = mesh or parallel.make_mesh()
+    ckpt = Checkpointer(workdir.checkpoints, async_save=False)
+    try:
+        step = ckpt.latest_step()
+        if step is None:
+            raise ConfigError(f"no checkpoint in {workdir.checkpoints}; train first")
+        state, _ = ckpt.restore(step, abstract_state(task, jax.random.PRNGKey(seed), mesh)[0])
+    finally:
+        ckpt.close()
+    return state, step
+
+
 def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh | None = None) -> dict[str, Any]:
     """Train `task` to `cfg.steps` in `workdir` (resuming if it holds a checkpoint); returns final.json's dict."""
     cfg.validate()
@@ -94,10 +117,7 @@ def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh
     # ---- State: abstract shapes first, then restore or init, everything replicated over the mesh.
     init_rng, data_seed = jax.random.PRNGKey(cfg.seed), cfg.seed
     rep = parallel.replicated(mesh)
-    abstract = jax.eval_shape(task.init_state, init_rng)
-    state_sharding = jax.tree.map(lambda _: rep, abstract)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-                            state_sharding)
+    abstract, state_sharding = abstract_state(task, init_rng, mesh)
     pipeline = task.train_pipeline(data_seed, parallel.batch_sharding(mesh))
     ckpt = Checkpointer(workdir.checkpoints, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
     start = ckpt.latest_step() or 0

@@ -15,6 +15,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from research import parallel
+from research.data.registry import Dataset
 from research.errors import ConfigError
 
 Batch = dict[str, Any]
@@ -110,6 +111,14 @@ class StreamPipeline(Pipeline):
         full = self.sample(np.random.default_rng([self.seed, self._index]), self.batch_size)
         self._index += 1
         return self._emit(lambda rows: {k: np.asarray(v)[rows] for k, v in full.items()}, self.sharding)
+
+
+def train_pipeline(dataset: Dataset, batch_size: int, *, seed: int, sharding: NamedSharding | None = None,
+                   split: str = "train") -> Pipeline:
+    """Fresh samples for a generated dataset, epochs over `split` otherwise."""
+    if dataset.sample is not None:
+        return StreamPipeline(dataset.sample, batch_size, seed=seed, sharding=sharding)
+    return ArrayPipeline(dataset.split(split), batch_size, seed=seed, sharding=sharding)
 
 
 def map_batches(fn: Callable[[Batch], Any], arrays: Mapping[str, np.ndarray], batch_size: int,

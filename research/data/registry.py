@@ -19,14 +19,23 @@ from research.errors import ConfigError
 Arrays = dict[str, np.ndarray]
 
 
+Sampler = Callable[[np.random.Generator, int], Arrays]
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Named splits of arrays. `x` is float32 (images NHWC in [0, 1]); `y` int32 labels or float32 targets."""
+    """Named splits of arrays. `x` is float32 (images NHWC in [0, 1]); `y` int32 labels or float32 targets.
+
+    A generated dataset (Gaussian mixtures, the adding problem, ...) also has `sample(rng, n)`: training
+    batches are then drawn fresh from it (see `pipeline.train_pipeline`), and its splits are fixed samples
+    for evaluation.
+    """
 
     name: str
     splits: Mapping[str, Arrays]
     num_classes: int | None = None
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    sample: Sampler | None = None
 
     def split(self, name: str) -> Arrays:
         if name not in self.splits:

@@ -22,7 +22,7 @@ def _prepare_hint(name: str, data_dir: str | None) -> str:
 def _to_arrays(source, features) -> dict[str, np.ndarray]:
     rows = [source[i] for i in range(len(source))]
     out: dict[str, np.ndarray] = {}
-    for key in features.keys():
+    for key in list(features.keys()):
         values = [r[key] for r in rows]
         if key == "image":
             out["x"] = np.stack(values).astype(np.float32) / 255.0
@@ -50,7 +50,7 @@ def tfds_dataset(name: str, tfds_data_dir: str | None = None) -> Dataset:
                           f"({type(e).__name__}); {_prepare_hint(name, tfds_data_dir)}") from None
     features = builder.info.features
     splits = {split: _to_arrays(src, features) for split, src in sources.items()}
-    label = features["label"] if "label" in features.keys() else None
+    label = features["label"] if "label" in list(features.keys()) else None
     num_classes = getattr(label, "num_classes", None)
     return Dataset(f"tfds:{name}", splits, num_classes=num_classes, info={"source": "tfds.data_source",
                                                                           "data_dir": tfds_data_dir})

@@ -2,8 +2,8 @@
 
 from collections.abc import Callable
 
-import jax
 import flax.linen as nn
+import jax
 
 from research.errors import ConfigError
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from research.data import ArrayPipeline, Dataset, map_batches
+from research.data import Dataset, Pipeline, map_batches, train_pipeline
 from research.errors import ConfigError
 from research.loop import EvalContext
 from research.metrics.classification import classification_report
@@ -93,9 +93,9 @@ class SupervisedTask:
         return self.model.apply({"params": state.params, **state.model_state}, x, train=False)
 
     # ---- host side
-    def train_pipeline(self, seed: int, sharding) -> ArrayPipeline:
+    def train_pipeline(self, seed: int, sharding) -> Pipeline:
         check_divisible(self.cfg.batch_size, sharding.mesh)
-        return ArrayPipeline(self.dataset.split("train"), self.cfg.batch_size, seed=seed, sharding=sharding)
+        return train_pipeline(self.dataset, self.cfg.batch_size, seed=seed, sharding=sharding)
 
     def evaluate(self, state: TrainState, ctx: EvalContext, split: str = "test") -> dict[str, float]:
         arrays = self.dataset.split(split)
