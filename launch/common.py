@@ -124,10 +124,12 @@ def prepare_workdir(extra_non_defining: Iterable[str] = ()):
     """Create, lock and check the workdir (process 0 only writes); returns a `research.workdir.Workdir`."""
     import jax
 
+    from research.parallel import check_divisible, make_mesh
     from research.workdir import Workdir
 
     if not FLAGS.workdir:
         raise ConfigError("--workdir is required")
+    check_divisible(FLAGS.batch_size, make_mesh())  # before anything is written
     wd = Workdir(FLAGS.workdir)
     if jax.process_index() == 0:
         wd.create()
@@ -167,6 +169,16 @@ def setup_distributed() -> None:
     from research.parallel import initialize_distributed
 
     initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+
+
+def print_final(final: dict, workdir) -> None:
+    """The last lines of every training run: final test metrics and where they were written (process 0)."""
+    import jax
+
+    if jax.process_index() == 0:
+        print(f"final test metrics (step {final['step']}): "
+              + " ".join(f"{k}={v:.4f}" for k, v in final["metrics"].items()))
+        print(f"wrote {workdir.path / 'final.json'}")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

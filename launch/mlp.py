@@ -47,9 +47,7 @@ def main() -> None:
         kind=FLAGS.task, batch_size=FLAGS.batch_size, steps=FLAGS.steps, eval_batch_size=FLAGS.eval_batch_size))
     workdir = common.prepare_workdir()
     final = train_and_evaluate(task, loop, workdir)
-    print(f"final test metrics (step {final['step']}): "
-          + " ".join(f"{k}={v:.4f}" for k, v in final["metrics"].items()))
-    print(f"wrote {workdir.path / 'final.json'}")
+    common.print_final(final, workdir)
 
 
 if __name__ == "__main__":

@@ -107,8 +107,9 @@ class Workdir:
     def check_flags(self, flags: Mapping[str, str], ignore: Iterable[str] = ()) -> None:
         """Write flags.txt, or refuse if the existing one differs in a flag not in `ignore`."""
         path = self.path / FLAGS_FILE
-        if not path.exists():
-            if self.checkpoints.exists() and any(self.checkpoints.iterdir()):
+        has_checkpoints = self.checkpoints.exists() and any(self.checkpoints.iterdir())
+        if not path.exists() or not has_checkpoints:  # nothing saved yet: nothing to protect
+            if has_checkpoints:
                 raise ConfigError(f"workdir {self.path} has checkpoints but no {FLAGS_FILE}; use a new --workdir "
                                   f"or --overwrite")
             path.write_text(format_flags(flags))

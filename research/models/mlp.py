@@ -22,7 +22,7 @@ class MLP(nn.Module):
         act = activation(self.activation)
         x = x.reshape((x.shape[0], -1))
         for width in self.hidden:
-            x = nn.Dense(width)(x)
+            x = nn.Dense(width, use_bias=not self.batch_norm)(x)  # BN's shift replaces the bias
             if self.batch_norm:
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
             x = act(x)
