@@ -32,6 +32,17 @@ flags.DEFINE_integer("eval_every", 0, "Evaluate every N steps (0: only at the en
 flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every N steps (0: only at the end).")
 flags.DEFINE_integer("keep_checkpoints", 3, "How many checkpoints to keep.")
 flags.DEFINE_enum("progress", "auto", ["auto", "bar", "log"], "Progress bar (bar), log lines (log), or by TTY.")
+# ---- speed
+flags.DEFINE_integer("steps_per_call", 1, "Training steps per compiled call (lax.scan); boundaries stay exact.")
+flags.DEFINE_integer("num_seeds", 1, "Train seeds seed..seed+N-1 together in one program (jax.vmap).")
+flags.DEFINE_bool("red_blue", False, "Two replicas on the two halves of the training set, parameters averaged "
+                  "every --fuse_every steps (model averaging).")
+flags.DEFINE_integer("fuse_every", 0, "Red-blue: average the two replicas' parameters every N steps.")
+flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Dtype of activations and matmuls; "
+                  "parameters and optimizer state stay float32.")
+flags.DEFINE_bool("data_on_device", True, "Copy in-memory datasets to the devices once; gather batches there.")
+flags.DEFINE_string("compilation_cache_dir", None, "Persistent XLA compilation cache (default: a user cache "
+                    "dir; empty string: off).")
 # ---- multi-host
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for multi-process runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
@@ -39,7 +50,8 @@ flags.DEFINE_integer("process_id", None, "This process's index in a multi-proces
 
 # Flags that do not change what is computed: a workdir may be resumed with other values.
 NON_DEFINING = {"workdir", "overwrite", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                "progress", "coordinator_address", "num_processes", "process_id", "tfds_data_dir"}
+                "progress", "coordinator_address", "num_processes", "process_id", "tfds_data_dir", "data_on_device",
+                "compilation_cache_dir"}
 
 
 def define_optimizer_flags(prefix: str = "", defaults: dict | None = None, who: str = "") -> None:
@@ -93,9 +105,12 @@ def loop_config():
     from research.loop import LoopConfig
 
     bar = {"auto": None, "bar": True, "log": False}[FLAGS.progress]
-    return LoopConfig(steps=FLAGS.steps, seed=FLAGS.seed, log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
-                      checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
-                      progress_bar=bar)
+    cfg = LoopConfig(steps=FLAGS.steps, seed=FLAGS.seed, log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
+                     checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
+                     progress_bar=bar, steps_per_call=FLAGS.steps_per_call, num_seeds=FLAGS.num_seeds,
+                     red_blue=FLAGS.red_blue, fuse_every=FLAGS.fuse_every, data_on_device=FLAGS.data_on_device)
+    cfg.validate()
+    return cfg
 
 
 def _format(value) -> str:
@@ -166,9 +181,16 @@ def adopt_run_flags(allowed: Iterable[str] = ()) -> None:
 
 
 def setup_distributed() -> None:
-    from research.parallel import initialize_distributed
+    """Join a multi-process run if asked, and turn on the persistent compilation cache."""
+    from research.parallel import enable_compilation_cache, initialize_distributed
+    from research.paths import cache_dir
 
     initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    path = FLAGS.compilation_cache_dir
+    if path is None:
+        path = str(cache_dir("xla"))
+    if path:
+        enable_compilation_cache(path)
 
 
 def print_final(final: dict, workdir) -> None:

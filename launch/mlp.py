@@ -38,13 +38,13 @@ def main() -> None:
         raise ConfigError(f"--dropout must be in [0, 1), got {FLAGS.dropout}")
     activation(FLAGS.activation)  # validates the name
     optimizer, loop = common.optimizer_config(), common.loop_config()
-    loop.validate()
     dataset = data.load(FLAGS.dataset, tfds_data_dir=FLAGS.tfds_data_dir)
     out_dim = dataset.num_classes if FLAGS.task == "classify" and dataset.num_classes else 1
     model = MLP(hidden=hidden, out_dim=out_dim, activation=FLAGS.activation, dropout=FLAGS.dropout,
                 batch_norm=FLAGS.batch_norm)
     task = SupervisedTask(model, dataset, optimizer, SupervisedConfig(
-        kind=FLAGS.task, batch_size=FLAGS.batch_size, steps=FLAGS.steps, eval_batch_size=FLAGS.eval_batch_size))
+        kind=FLAGS.task, batch_size=FLAGS.batch_size, steps=FLAGS.steps, eval_batch_size=FLAGS.eval_batch_size,
+        compute_dtype=FLAGS.compute_dtype))
     workdir = common.prepare_workdir()
     final = train_and_evaluate(task, loop, workdir)
     common.print_final(final, workdir)

@@ -4,9 +4,17 @@
 
 Resume order: the workdir's latest checkpoint, else a fresh init from the seed. The loop owns everything
 that is not the family's math: the mesh and shardings, restoring and saving checkpoints (with the data
-position), periodic logging / evaluation / checkpointing by steps, metrics fetched one step late so the host
+position), periodic logging / evaluation / checkpointing by steps, metrics fetched one call late so the host
 never stalls dispatch, the NaN/Inf guard (stops with an error naming the step; the last good checkpoint is
 kept), progress, and `final.json`.
+
+Speed (small models are dispatch-bound, so these matter more than FLOPs):
+- `steps_per_call=K` runs K train steps in one compiled call (`lax.scan`); calls never cross a log, eval,
+  checkpoint or fuse boundary, so those stay exact.
+- `num_seeds=N` trains N replicas (seed, seed+1, ...) in one program (`jax.vmap` over the state); replica i
+  is the run `--seed=seed+i`. `red_blue` trains two replicas from one init on the two halves of the training
+  set and averages their parameters every `fuse_every` steps (model averaging; see research/replicas.py).
+- In-memory datasets are copied to the devices once and batches are gathered there from indices.
 """
 
 from __future__ import annotations
@@ -19,11 +27,11 @@ from typing import Any, Protocol
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from research import parallel
+from research import parallel, replicas
 from research.checkpoint import Checkpointer
-from research.data.pipeline import Batch, Pipeline
+from research.data.pipeline import ArrayPipeline, Batch, Pipeline
 from research.errors import ConfigError, NonFiniteError
 from research.progress import Progress
 from research.state import fingerprint
@@ -43,27 +51,44 @@ class LoopConfig:
     keep_checkpoints: int = 3
     async_checkpoints: bool = True
     progress_bar: bool | None = None  # None: a bar when stderr is a terminal
+    steps_per_call: int = 1
+    num_seeds: int = 1
+    red_blue: bool = False
+    fuse_every: int = 0
+    data_on_device: bool = True
+
+    @property
+    def replicas(self) -> int:
+        return 2 if self.red_blue else self.num_seeds
+
+    @property
+    def vmapped(self) -> bool:
+        return self.replicas > 1
 
     def validate(self) -> None:
         if self.steps < 1:
             raise ConfigError(f"--steps must be positive, got {self.steps}")
-        for name in ("log_every", "eval_every", "checkpoint_every"):
+        for name in ("eval_every", "checkpoint_every", "fuse_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        if self.log_every == 0:
-            raise ConfigError("--log_every must be positive")
-        if self.keep_checkpoints < 1:
-            raise ConfigError(f"--keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        for name in ("log_every", "keep_checkpoints", "steps_per_call", "num_seeds"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.red_blue and self.num_seeds > 1:
+            raise ConfigError("--red_blue trains its own two replicas; it cannot be combined with --num_seeds")
+        if self.red_blue != (self.fuse_every > 0):
+            raise ConfigError("--red_blue needs --fuse_every > 0, and --fuse_every applies only to --red_blue")
 
 
 @dataclasses.dataclass
 class EvalContext:
-    """What a task's evaluation may use: where it is, and where pictures go."""
+    """What a task's evaluation may use: where it is, and where pictures go (replica 0 only)."""
 
     step: int
     mesh: Mesh
     writer: MetricWriter
     workdir: pathlib.Path
+    replica: int = 0
 
 
 class Task(Protocol):
@@ -84,27 +109,105 @@ def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
-def abstract_state(task: Task, rng: jax.Array, mesh: Mesh) -> tuple[Any, Any]:
-    """(shapes/dtypes/shardings of the task's state, the shardings alone): replicated over `mesh`."""
+def _next_boundary(step: int, cfg: LoopConfig) -> int:
+    """The first step after `step` at which the loop must stop a compiled call (log/eval/save/fuse/end)."""
+    ends = [cfg.steps]
+    for every in (cfg.log_every, cfg.eval_every, cfg.checkpoint_every, cfg.fuse_every):
+        if every > 0:
+            ends.append((step // every + 1) * every)
+    return min(ends)
+
+
+def _init_fn(task: Task, cfg: LoopConfig):
+    """rng -> state, stacked over replicas when the run has several."""
+    if not cfg.vmapped:
+        return task.init_state
+    if cfg.red_blue:
+        return lambda rng: replicas.stack([task.init_state(rng)] * 2)  # one init, two copies
+    return lambda rng: jax.vmap(task.init_state)(replicas.seed_keys(cfg.seed, cfg.num_seeds))  # rng: unused
+
+
+def abstract_state(task: Task, rng: jax.Array, mesh: Mesh, cfg: LoopConfig | None = None) -> tuple[Any, Any]:
+    """(shapes/dtypes/shardings of the run's state, the shardings alone): replicated over `mesh`."""
     rep = parallel.replicated(mesh)
-    shapes = jax.eval_shape(task.init_state, rng)
+    shapes = jax.eval_shape(_init_fn(task, cfg or LoopConfig(steps=1)), rng)
     shardings = jax.tree.map(lambda _: rep, shapes)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
     return abstract, shardings
 
 
-def restore_latest(task: Task, workdir: Workdir, seed: int = 0, mesh: Mesh | None = None) -> tuple[Any, int]:
-    """(state, step) of the workdir's latest checkpoint, for entries that sample or evaluate without training."""
+def restore_latest(task: Task, workdir: Workdir, seed: int = 0, mesh: Mesh | None = None,
+                   cfg: LoopConfig | None = None) -> tuple[Any, int]:
+    """(state, step) of the workdir's latest checkpoint, for entries that sample or evaluate without training.
+
+    For a run with several replicas (`cfg`), this is replica 0, or the fused model of a red-blue run.
+    """
     mesh = mesh or parallel.make_mesh()
+    cfg = cfg or LoopConfig(steps=1)
     ckpt = Checkpointer(workdir.checkpoints, async_save=False)
     try:
         step = ckpt.latest_step()
         if step is None:
             raise ConfigError(f"no checkpoint in {workdir.checkpoints}; train first")
-        state, _ = ckpt.restore(step, abstract_state(task, jax.random.PRNGKey(seed), mesh)[0])
+        state, _ = ckpt.restore(step, abstract_state(task, jax.random.PRNGKey(seed), mesh, cfg)[0])
     finally:
         ckpt.close()
-    return state, step
+    if cfg.red_blue:
+        state = replicas.fuse(state)
+    return (replicas.take(state, 0) if cfg.vmapped else state), step
+
+
+def _pipelines(task: Task, cfg: LoopConfig, sharding: NamedSharding) -> list[Pipeline]:
+    if cfg.red_blue:
+        base = task.train_pipeline(cfg.seed, sharding)
+        if not isinstance(base, ArrayPipeline):
+            raise ConfigError("--red_blue needs a training set in memory to split in halves")
+        return list(base.halves(cfg.seed))
+    return [task.train_pipeline(cfg.seed + i, sharding) for i in range(cfg.replicas)]
+
+
+class _Batches:
+    """Fetches the inputs of one compiled call: k steps x replicas, as indices (data on device) or data."""
+
+    def __init__(self, pipelines: list[Pipeline], cfg: LoopConfig, mesh: Mesh):
+        self.pipelines, self.cfg, self.mesh = pipelines, cfg, mesh
+        first = pipelines[0]
+        self.on_device = cfg.data_on_device and all(
+            isinstance(p, ArrayPipeline) and p.arrays is first.arrays for p in pipelines)
+        self.data = parallel.to_replicated(first.arrays, mesh) if self.on_device else None
+
+    def _stack(self, items: list, k: int | None) -> Any:
+        """items[step][replica] -> arrays with leading [k] (if k) and [replicas] (if vmapped) axes."""
+        rows = [jax.tree.map(lambda *r: np.stack(r), *per_step) if self.cfg.vmapped else per_step[0]
+                for per_step in items]
+        return jax.tree.map(lambda *s: np.stack(s), *rows) if k else rows[0]
+
+    def fetch(self, k: int, scanned: bool) -> Any:
+        n_lead = int(scanned) + int(self.cfg.vmapped)
+        if self.on_device:
+            idx = self._stack([[p.next_rows() for p in self.pipelines] for _ in range(k)], k if scanned else None)
+            return parallel.to_replicated(idx, self.mesh)
+        local = self._stack([[p.next_local() for p in self.pipelines] for _ in range(k)], k if scanned else None)
+        return parallel.to_global(local, NamedSharding(self.mesh, PartitionSpec(*[None] * n_lead,
+                                                                                parallel.DATA_AXIS)))
+
+
+def _compiled_call(task: Task, cfg: LoopConfig, mesh: Mesh, on_device: bool, state_sharding: Any, scanned: bool):
+    """jit of (state, data, xs) -> (state, metrics): one step, or a `lax.scan` over the leading axis of xs."""
+    step = jax.vmap(task.train_step) if cfg.vmapped else task.train_step
+    gathered = NamedSharding(mesh, PartitionSpec(*[None] * int(cfg.vmapped), parallel.DATA_AXIS))
+
+    def one(state, data, x):
+        if on_device:  # x holds row indices: gather the batch where the data already is
+            x = jax.lax.with_sharding_constraint(jax.tree.map(lambda a: a[x], data), gathered)
+        return step(state, x)
+
+    def call(state, data, xs):
+        if scanned:
+            return jax.lax.scan(lambda s, x: one(s, data, x), state, xs)
+        return one(state, data, xs)
+
+    return jax.jit(call, donate_argnums=0, out_shardings=(state_sharding, parallel.replicated(mesh)))
 
 
 def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh | None = None) -> dict[str, Any]:
@@ -115,23 +218,24 @@ def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh
     t_start = time.perf_counter()
 
     # ---- State: abstract shapes first, then restore or init, everything replicated over the mesh.
-    init_rng, data_seed = jax.random.PRNGKey(cfg.seed), cfg.seed
-    rep = parallel.replicated(mesh)
-    abstract, state_sharding = abstract_state(task, init_rng, mesh)
-    pipeline = task.train_pipeline(data_seed, parallel.batch_sharding(mesh))
+    init_rng = jax.random.PRNGKey(cfg.seed)
+    abstract, state_sharding = abstract_state(task, init_rng, mesh, cfg)
+    pipelines = _pipelines(task, cfg, parallel.batch_sharding(mesh))
     ckpt = Checkpointer(workdir.checkpoints, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
     start = ckpt.latest_step() or 0
     if start > cfg.steps:
+        ckpt.close()
         raise ConfigError(f"workdir {workdir.path} already holds a checkpoint at step {start} > --steps={cfg.steps}")
     elapsed0, window0 = 0.0, []
     if start:
         state, meta = ckpt.restore(start, abstract)
-        pipeline.restore(meta["data"])
+        for pipeline, position in zip(pipelines, meta["data"], strict=True):
+            pipeline.restore(position)
         elapsed0 = float(meta.get("elapsed", 0.0))
         window0 = list(meta.get("log_window", []))
         log.info("resumed from %s at step %d", workdir.checkpoints / str(start), start)
     else:
-        state = jax.jit(task.init_state, out_shardings=state_sharding)(init_rng)
+        state = jax.jit(_init_fn(task, cfg), out_shardings=state_sharding)(init_rng)
 
     previous = workdir.read_final() if chief else None
     if previous and previous.get("step") == cfg.steps and start == cfg.steps:
@@ -139,73 +243,107 @@ def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh
         ckpt.close()
         return previous
 
+    # ---- Compiled update and input.
+    batches = _Batches(pipelines, cfg, mesh)
+    scanned = cfg.steps_per_call > 1
+    call = _compiled_call(task, cfg, mesh, batches.on_device, state_sharding, scanned)
+    fuse = jax.jit(replicas.fuse, donate_argnums=0, out_shardings=state_sharding) if cfg.red_blue else None
+
     writer = MetricWriter(workdir.path, resume_step=start, enabled=chief)
-    step_fn = jax.jit(task.train_step, out_shardings=(state_sharding, rep), donate_argnums=0)
     progress = Progress(cfg.steps, start, bar=cfg.progress_bar)
     elapsed = lambda: elapsed0 + time.perf_counter() - t_start
     window: list[dict[str, float]] = window0  # train metrics since the last log line
-    pending: tuple[int, Any] | None = None
+    pending: tuple[int, int, Any] | None = None
     last_train: dict[str, float] = {}
 
     def drain() -> None:
-        """Fetch the metrics of the last dispatched step, check them, and log at boundaries."""
+        """Fetch the metrics of the last dispatched call, check them, and log at boundaries."""
         nonlocal pending, last_train
         if pending is None:
             return
-        done, device_metrics = pending
+        first, k, device_metrics = pending
         pending = None
-        metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-        bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
-        if bad:
-            raise NonFiniteError(f"training stopped at step {done}: non-finite {bad}; the last good checkpoint "
-                                 f"is step {ckpt.latest_step() or 'none'} in {workdir.checkpoints}")
-        window.append(metrics)
-        if _due(done, cfg.log_every) or done == cfg.steps:
-            last_train = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-            window.clear()
-            writer.elapsed = elapsed()
-            writer.scalars(done, "train", last_train)
-            progress.report(done, last_train)
+        host = {name: np.asarray(v, np.float64).reshape(k, -1) for name, v in jax.device_get(device_metrics).items()}
+        for i in range(k):
+            done = first + i
+            bad = {name: float(v[i][~np.isfinite(v[i])][0]) for name, v in host.items()
+                   if not np.all(np.isfinite(v[i]))}
+            if bad:
+                raise NonFiniteError(f"training stopped at step {done}: non-finite {bad}; the last good "
+                                     f"checkpoint is step {ckpt.latest_step() or 'none'} in {workdir.checkpoints}")
+            window.append({name: float(v[i].mean()) for name, v in host.items()})  # mean over replicas
+            if _due(done, cfg.log_every) or done == cfg.steps:
+                last_train = {name: float(np.mean([m[name] for m in window])) for name in window[0]}
+                window.clear()
+                writer.elapsed = elapsed()
+                writer.scalars(done, "train", last_train)
+                progress.report(done, last_train)
 
-    def evaluate(step: int) -> dict[str, float]:
+    def evaluate(step: int) -> tuple[dict[str, float], list[dict[str, float]]]:
         writer.elapsed = elapsed()
-        metrics = task.evaluate(state, EvalContext(step, mesh, writer, workdir.path))
+        if cfg.red_blue:
+            views = [replicas.take(replicas.fuse(state), 0)]
+        elif cfg.vmapped:
+            views = [replicas.take(state, i) for i in range(cfg.replicas)]
+        else:
+            views = [state]
+        per = [task.evaluate(v, EvalContext(step, mesh, writer if i == 0 else writer.without_images(),
+                                            workdir.path, replica=i)) for i, v in enumerate(views)]
+        metrics = per[0] if len(per) == 1 else replicas.mean_std(per)[0]
         writer.scalars(step, "test", metrics)
+        if len(per) > 1:
+            for i, m in enumerate(per):
+                writer.scalars(step, f"test_seed{cfg.seed + i}", m)
         progress.write(f"eval step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        return metrics
+        return metrics, per
 
     def save(step: int) -> None:
-        ckpt.save(step, state, {"data": pipeline.position, "elapsed": elapsed(), "log_window": window})
+        ckpt.save(step, state, {"data": [p.position for p in pipelines], "elapsed": elapsed(),
+                                "log_window": window})
 
-    # ---- Loop.
-    test_metrics: dict[str, float] | None = None
+    # ---- Loop: one compiled call per chunk of at most steps_per_call steps, never across a boundary.
+    evaluated: tuple[dict[str, float], list[dict[str, float]]] | None = None
     try:
-        for step in range(start, cfg.steps):
-            batch = next(pipeline)
-            state, device_metrics = step_fn(state, batch)
-            drain()  # the previous step's metrics: by now its computation has finished
-            pending = (step + 1, device_metrics)
-            done = step + 1
-            boundary = _due(done, cfg.checkpoint_every) or _due(done, cfg.eval_every) or done == cfg.steps
-            if boundary:
+        step = start
+        while step < cfg.steps:
+            k = min(cfg.steps_per_call, _next_boundary(step, cfg) - step)
+            state, device_metrics = call(state, batches.data, batches.fetch(k, scanned))
+            drain()  # the previous call's metrics: by now its computation has finished
+            pending = (step + 1, k, device_metrics)
+            step += k
+            if step == cfg.steps or any(_due(step, e) for e in (cfg.checkpoint_every, cfg.eval_every,
+                                                                cfg.fuse_every)):
                 drain()
-            progress.update(done)
-            if _due(done, cfg.eval_every) or done == cfg.steps:
-                test_metrics = evaluate(done)
-            if (_due(done, cfg.checkpoint_every) or done == cfg.steps) and done != start:
-                save(done)
+            progress.update(step)
+            if fuse is not None and _due(step, cfg.fuse_every):
+                state = fuse(state)
+            if _due(step, cfg.eval_every) or step == cfg.steps:
+                evaluated = evaluate(step)
+            if _due(step, cfg.checkpoint_every) or step == cfg.steps:
+                save(step)
         drain()
-        if test_metrics is None:  # resumed exactly at the end: evaluate the restored state
-            test_metrics = evaluate(cfg.steps)
+        if evaluated is None:  # resumed exactly at the end: evaluate the restored state
+            evaluated = evaluate(cfg.steps)
     finally:
         progress.close()
         ckpt.close()
         writer.close()
 
-    final = {"step": cfg.steps, "metrics": test_metrics, "train_metrics": last_train,
-             "params_sha256": fingerprint(task.params(state)), "wall_seconds": round(elapsed(), 3),
-             "num_devices": int(mesh.devices.size), "num_processes": jax.process_count()}
-    log.info("final step %d params_sha256=%s metrics=%s", cfg.steps, final["params_sha256"], test_metrics)
+    metrics, per = evaluated
+    final = {"step": cfg.steps, "metrics": metrics, "train_metrics": last_train,
+             "wall_seconds": round(elapsed(), 3), "num_devices": int(mesh.devices.size),
+             "num_processes": jax.process_count()}
+    if cfg.red_blue:
+        final["params_sha256"] = fingerprint(task.params(replicas.take(replicas.fuse(state), 0)))
+        final["red_blue"] = {"fuse_every": cfg.fuse_every}
+    else:
+        final["params_sha256"] = fingerprint(task.params(state))
+    if cfg.num_seeds > 1:
+        final["metrics_std"] = replicas.mean_std(per)[1]
+        final["seeds"] = [{"seed": cfg.seed + i, "metrics": m,
+                           "params_sha256": fingerprint(task.params(replicas.take(state, i)))}
+                          for i, m in enumerate(per)]
+    log.info("final step %d params_sha256=%s metrics=%s", cfg.steps, final["params_sha256"], metrics)
     if chief:
         workdir.write_final(final)
     return final

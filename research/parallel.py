@@ -42,6 +42,13 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     return True
 
 
+def enable_compilation_cache(path: str, min_compile_seconds: float = 0.3) -> None:
+    """Keep compiled XLA programs in `path` so a restart, a second run or a sweep trial skips compilation."""
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A 1-D mesh over `devices` (default: every device of every process, in process order)."""
     devices = list(jax.devices() if devices is None else devices)
@@ -75,6 +82,12 @@ def process_rows(global_batch: int) -> slice:
 def to_global(local: Any, sharding: NamedSharding) -> Any:
     """Assemble global arrays from this process's rows (every leaf batch-major)."""
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
+
+
+def to_replicated(tree: Any, mesh: Mesh) -> Any:
+    """Copy host arrays (identical on every process) to every device of the mesh."""
+    rep = replicated(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(rep, np.asarray(x), np.shape(x)), tree)
 
 
 def to_host(tree: Any) -> Any:

@@ -40,6 +40,12 @@ def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _close_figure(fig: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 class MetricWriter:
     """Writes scalars to metrics.jsonl + TensorBoard and images to PNG + TensorBoard; a no-op when disabled
     (every process but the first in a multi-process run)."""
@@ -97,6 +103,14 @@ class MetricWriter:
         fig.savefig(path, dpi=100)
         self._tb.add_figure(tag, fig, int(step), close=True)
         return path
+
+    def without_images(self) -> MetricWriter:
+        """A view of this writer that drops images and figures (for replicas other than the first)."""
+        view = MetricWriter.__new__(MetricWriter)
+        view.__dict__.update(self.__dict__)
+        view.image = lambda *a, **k: None
+        view.figure = lambda step, tag, fig: _close_figure(fig)
+        return view
 
     def close(self) -> None:
         if self.enabled:

@@ -22,9 +22,14 @@ Batch = dict[str, Any]
 
 
 class Pipeline:
-    """Iterator of global batches with a saveable position."""
+    """Iterator of global batches with a saveable position.
+
+    `next_local()` returns this process's rows of the next global batch as numpy arrays; iterating yields the
+    global batch assembled over the mesh (`sharding`), or the local rows when there is no sharding.
+    """
 
     batch_size: int
+    sharding: NamedSharding | None = None
 
     @property
     def position(self) -> dict[str, int]:
@@ -33,29 +38,34 @@ class Pipeline:
     def restore(self, position: Mapping[str, int]) -> None:
         raise NotImplementedError
 
+    def next_local(self) -> Batch:
+        raise NotImplementedError
+
     def __iter__(self) -> Iterator[Batch]:
         return self
 
     def __next__(self) -> Batch:
-        raise NotImplementedError
-
-    def _emit(self, global_rows: Callable[[slice], Batch], sharding: NamedSharding | None) -> Batch:
-        local = global_rows(parallel.process_rows(self.batch_size))
-        return local if sharding is None else parallel.to_global(local, sharding)
+        local = self.next_local()
+        return local if self.sharding is None else parallel.to_global(local, self.sharding)
 
 
 class ArrayPipeline(Pipeline):
-    """Epochs over in-memory arrays; epoch `e` is ordered by `default_rng([seed, e]).permutation(n)`.
+    """Epochs over in-memory arrays (or the subset `rows` of them); epoch `e` visits the rows in the order
+    `default_rng([seed, e]).permutation(len(rows))`.
 
-    The incomplete last batch of an epoch is dropped, so every step sees `batch_size` examples.
+    The incomplete last batch of an epoch is dropped, so every step sees `batch_size` examples. `next_rows()`
+    gives the indices of the next global batch instead of its data, so the loop can gather batches on device
+    from arrays that were copied there once.
     """
 
     def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, *, seed: int,
-                 sharding: NamedSharding | None = None, shuffle: bool = True):
+                 sharding: NamedSharding | None = None, shuffle: bool = True, rows: np.ndarray | None = None):
         sizes = {len(v) for v in arrays.values()}
         if len(sizes) != 1:
             raise ValueError(f"arrays disagree in length: { {k: len(v) for k, v in arrays.items()} }")
-        self.arrays, self.n = dict(arrays), sizes.pop()
+        self.arrays = dict(arrays)
+        self.rows = np.arange(sizes.pop()) if rows is None else np.asarray(rows)
+        self.n = len(self.rows)
         if not 0 < batch_size <= self.n:
             raise ConfigError(f"--batch_size={batch_size} must be in [1, {self.n}] (the training set size)")
         self.batch_size, self.seed, self.sharding, self.shuffle = batch_size, seed, sharding, shuffle
@@ -64,8 +74,15 @@ class ArrayPipeline(Pipeline):
 
     def order(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
-            return np.arange(self.n)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            return self.rows
+        return self.rows[np.random.default_rng([self.seed, epoch]).permutation(self.n)]
+
+    def halves(self, split_seed: int) -> tuple[ArrayPipeline, ArrayPipeline]:
+        """Two pipelines over disjoint halves of these rows (a seeded random split), same batch size."""
+        perm = self.rows[np.random.default_rng([split_seed, 0x5EED]).permutation(self.n)]
+        cut = self.n // 2
+        return tuple(ArrayPipeline(self.arrays, self.batch_size, seed=self.seed, sharding=self.sharding,
+                                   shuffle=self.shuffle, rows=np.sort(part)) for part in (perm[:cut], perm[cut:]))
 
     @property
     def position(self) -> dict[str, int]:
@@ -78,16 +95,20 @@ class ArrayPipeline(Pipeline):
                               f"({self.steps_per_epoch} batches per epoch)")
         self._epoch, self._index, self._order = epoch, index, None
 
-    def __next__(self) -> Batch:
+    def next_rows(self) -> np.ndarray:
+        """Indices into `arrays` of the next global batch; advances the position."""
         if self._order is None or self._order[0] != self._epoch:
             self._order = (self._epoch, self.order(self._epoch))
         start = self._index * self.batch_size
         idx = self._order[1][start:start + self.batch_size]
-        batch = self._emit(lambda rows: {k: v[idx[rows]] for k, v in self.arrays.items()}, self.sharding)
         self._index += 1
         if self._index == self.steps_per_epoch:
             self._epoch, self._index = self._epoch + 1, 0
-        return batch
+        return idx
+
+    def next_local(self) -> Batch:
+        idx = self.next_rows()[parallel.process_rows(self.batch_size)]
+        return {k: v[idx] for k, v in self.arrays.items()}
 
 
 class StreamPipeline(Pipeline):
@@ -107,10 +128,11 @@ class StreamPipeline(Pipeline):
     def restore(self, position: Mapping[str, int]) -> None:
         self._index = int(position["index"])
 
-    def __next__(self) -> Batch:
+    def next_local(self) -> Batch:
         full = self.sample(np.random.default_rng([self.seed, self._index]), self.batch_size)
         self._index += 1
-        return self._emit(lambda rows: {k: np.asarray(v)[rows] for k, v in full.items()}, self.sharding)
+        rows = parallel.process_rows(self.batch_size)
+        return {k: np.asarray(v)[rows] for k, v in full.items()}
 
 
 def train_pipeline(dataset: Dataset, batch_size: int, *, seed: int, sharding: NamedSharding | None = None,

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from research import precision
 from research.data import Dataset, Pipeline, map_batches, train_pipeline
 from research.errors import ConfigError
 from research.loop import EvalContext
@@ -37,6 +38,7 @@ class SupervisedConfig:
     batch_size: int
     steps: int
     eval_batch_size: int = 0  # 0: the smallest multiple of batch_size holding >= 512 examples
+    compute_dtype: str = "float32"  # bfloat16: activations and matmuls; params and optimizer state stay float32
 
 
 class SupervisedTask:
@@ -54,6 +56,7 @@ class SupervisedTask:
         # Regression targets are standardised; report errors in the dataset's original units.
         self.target_std = float(dataset.info.get("target_std", 1.0))
         self._predict = jax.jit(self.predict)
+        self.compute_dtype = precision.compute_dtype(cfg.compute_dtype)
 
     # ---- pure functions (jitted by the loop)
     def init_state(self, rng: jax.Array) -> TrainState:
@@ -74,8 +77,10 @@ class SupervisedTask:
 
         def loss_fn(params):
             outputs, new_model_state = self.model.apply(
-                {"params": params, **state.model_state}, batch["x"], train=True,
-                rngs={"dropout": step_rng(state)}, mutable=mutable)
+                {"params": precision.cast(params, self.compute_dtype), **state.model_state},
+                batch["x"].astype(self.compute_dtype), train=True, rngs={"dropout": step_rng(state)},
+                mutable=mutable)
+            outputs = outputs.astype(jnp.float32)
             loss, extra = self._loss(outputs, batch["y"])
             return loss, (extra, new_model_state)
 
@@ -90,7 +95,9 @@ class SupervisedTask:
         return new_state, metrics
 
     def predict(self, state: TrainState, x: jax.Array) -> jax.Array:
-        return self.model.apply({"params": state.params, **state.model_state}, x, train=False)
+        params = precision.cast(state.params, self.compute_dtype)
+        out = self.model.apply({"params": params, **state.model_state}, x.astype(self.compute_dtype), train=False)
+        return out.astype(jnp.float32)
 
     # ---- host side
     def train_pipeline(self, seed: int, sharding) -> Pipeline:

@@ -1,0 +1,107 @@
+"""--steps_per_call, --num_seeds, --red_blue, --compute_dtype and on-device data, in-process on 8 fake devices."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from research import data, replicas
+from research.errors import ConfigError
+from research.loop import LoopConfig, train_and_evaluate
+from research.models.mlp import MLP
+from research.optim import OptimizerConfig
+from research.state import TrainState
+from research.tasks.supervised import SupervisedConfig, SupervisedTask
+from research.workdir import Workdir
+
+STEPS = 60
+
+
+def _task(dtype="float32", dropout=0.1):
+    return SupervisedTask(MLP(hidden=(32,), out_dim=10, dropout=dropout), data.load("digits"),
+                          OptimizerConfig("adam", 3e-3), SupervisedConfig("classify", batch_size=64, steps=STEPS,
+                                                                          compute_dtype=dtype))
+
+
+def _run(tmp_path, name, task=None, **loop):
+    wd = Workdir(tmp_path / name)
+    wd.create()
+    cfg = LoopConfig(steps=STEPS, log_every=10, checkpoint_every=30, progress_bar=False, **loop)
+    return train_and_evaluate(task or _task(), cfg, wd)
+
+
+def _metrics(path):
+    import json
+
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("time", "elapsed")} for r in rows]
+
+
+def test_steps_per_call_and_device_data_give_the_same_bits(tmp_path):
+    plain = _run(tmp_path, "plain", data_on_device=False)
+    for name, loop in {"k7": {"steps_per_call": 7}, "dev": {"data_on_device": True}}.items():
+        other = _run(tmp_path, name, **loop)
+        assert other["params_sha256"] == plain["params_sha256"], name  # bitwise on XLA:CPU
+        assert other["metrics"] == plain["metrics"]
+        assert _metrics(tmp_path / name) == _metrics(tmp_path / "plain")  # same log lines at the same steps
+
+
+def test_num_seeds_replicas_match_their_single_seed_runs(tmp_path):
+    many = _run(tmp_path, "many", num_seeds=3, steps_per_call=5)
+    assert [s["seed"] for s in many["seeds"]] == [0, 1, 2]
+    accs = [s["metrics"]["accuracy"] for s in many["seeds"]]
+    assert np.isclose(many["metrics"]["accuracy"], np.mean(accs))
+    assert np.isclose(many["metrics_std"]["accuracy"], np.std(accs))
+    for seed in (0, 2):
+        single = _run(tmp_path, f"seed{seed}", task=_task(), seed=seed)
+        got = many["seeds"][seed]["metrics"]
+        for k in ("accuracy", "loss"):
+            assert abs(got[k] - single["metrics"][k]) < 2e-3, (seed, k, got[k], single["metrics"][k])
+    assert len({s["params_sha256"] for s in many["seeds"]}) == 3
+
+
+def test_num_seeds_params_match_single_runs_to_float_tolerance():
+    task, cfg = _task(dropout=0.0), LoopConfig(steps=1, num_seeds=2)
+    from research.loop import _init_fn
+
+    stacked = jax.jit(_init_fn(task, cfg))(jax.random.PRNGKey(0))
+    batch = {k: jnp.asarray(v[:64]) for k, v in task.dataset.split("train").items()}
+    stacked_batch = jax.tree.map(lambda x: jnp.stack([x, x[::-1]]), batch)
+    for _ in range(5):
+        stacked, _ = jax.jit(jax.vmap(task.train_step))(stacked, stacked_batch)
+    for i, b in enumerate((batch, jax.tree.map(lambda x: x[::-1], batch))):
+        single = jax.jit(task.init_state)(jax.random.PRNGKey(i))
+        for _ in range(5):
+            single, _ = jax.jit(task.train_step)(single, b)
+        for x, y in zip(jax.tree.leaves(replicas.take(stacked, i).params), jax.tree.leaves(single.params),
+                        strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_fuse_averages_params_and_keeps_optimizer_states():
+    a = TrainState(step=jnp.array(0), params={"w": jnp.array([1.0, 3.0])}, opt_state={"m": jnp.array([1.0])},
+                   model_state={}, rng=jnp.zeros(2, jnp.uint32))
+    b = a.replace(params={"w": jnp.array([3.0, 7.0])}, opt_state={"m": jnp.array([5.0])})
+    fused = replicas.fuse(replicas.stack([a, b]))
+    np.testing.assert_array_equal(fused.params["w"], [[2.0, 5.0], [2.0, 5.0]])
+    np.testing.assert_array_equal(fused.opt_state["m"], [[1.0], [5.0]])
+
+
+def test_red_blue_halves_are_disjoint_and_the_run_reports_the_fused_model(tmp_path):
+    pipe = data.ArrayPipeline({"x": np.arange(101)}, 8, seed=3)
+    red, blue = pipe.halves(3)
+    assert len(np.intersect1d(red.rows, blue.rows)) == 0 and len(red.rows) + len(blue.rows) == 101
+    final = _run(tmp_path, "rb", red_blue=True, fuse_every=10)
+    assert final["red_blue"] == {"fuse_every": 10} and final["metrics"]["accuracy"] > 0.8
+    with pytest.raises(ConfigError, match="fuse_every"):
+        LoopConfig(steps=10, red_blue=True).validate()
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        LoopConfig(steps=10, red_blue=True, fuse_every=2, num_seeds=2).validate()
+
+
+def test_bfloat16_compute_trains(tmp_path):
+    final = _run(tmp_path, "bf16", task=_task("bfloat16"))
+    ref = _run(tmp_path, "f32")
+    assert final["metrics"]["accuracy"] > 0.8
+    assert final["params_sha256"] != ref["params_sha256"]  # it really computed in bfloat16
+    assert abs(final["metrics"]["accuracy"] - ref["metrics"]["accuracy"]) < 0.05
