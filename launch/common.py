@@ -38,8 +38,6 @@ flags.DEFINE_integer("num_seeds", 1, "Train seeds seed..seed+N-1 together in one
 flags.DEFINE_bool("red_blue", False, "Two replicas on the two halves of the training set, parameters averaged "
                   "every --fuse_every steps (model averaging).")
 flags.DEFINE_integer("fuse_every", 0, "Red-blue: average the two replicas' parameters every N steps.")
-flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Dtype of activations and matmuls; "
-                  "parameters and optimizer state stay float32.")
 flags.DEFINE_bool("data_on_device", True, "Copy in-memory datasets to the devices once; gather batches there.")
 flags.DEFINE_string("compilation_cache_dir", None, "Persistent XLA compilation cache (default: a user cache "
                     "dir; empty string: off).")

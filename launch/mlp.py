@@ -13,6 +13,8 @@ flags.DEFINE_list("hidden", ["256", "256"], "Hidden layer widths, comma separate
 flags.DEFINE_string("activation", "relu", "Hidden activation (relu, tanh, sigmoid, gelu, elu, leaky_relu, silu).")
 flags.DEFINE_float("dropout", 0.0, "Dropout rate after each hidden layer.")
 flags.DEFINE_bool("batch_norm", False, "Batch normalisation before each hidden activation.")
+flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Dtype of activations and matmuls; "
+                  "parameters and optimizer state stay float32.")
 flags.DEFINE_integer("eval_batch_size", 0, "Evaluation batch (0: a multiple of --batch_size >= 512).")
 common.define_optimizer_flags()
 
