@@ -308,6 +308,10 @@ def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh
         while step < cfg.steps:
             k = min(cfg.steps_per_call, _next_boundary(step, cfg) - step)
             state, device_metrics = call(state, batches.data, batches.fetch(k, scanned))
+            if step == start:  # once: how long compilation and the first call took (benchmarks read this line)
+                jax.block_until_ready(device_metrics)
+                log.info("first call done: %.3f s after the loop started (unix time %.3f)",
+                         time.perf_counter() - t_start, time.time())
             drain()  # the previous call's metrics: by now its computation has finished
             pending = (step + 1, k, device_metrics)
             step += k

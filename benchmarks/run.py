@@ -1,0 +1,31 @@
+"""Run the benchmark suite: `python -m benchmarks.run [--only NAME] [--repeats N]`.
+
+Run it alone on the machine; two cores are easily shared and a timing taken beside other work is worthless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import time
+
+import jax
+
+BENCHMARKS = ["dcgan_torch", "lstm_torch", "steps_per_call", "seeds", "mlp_flops", "startup"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", action="append", choices=BENCHMARKS, help="run only these (repeatable)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, {jax.device_count()} JAX devices "
+          f"({jax.devices()[0].platform}), jax {jax.__version__}, {time.strftime('%Y-%m-%d %H:%M')}\n", flush=True)
+    for name in args.only or BENCHMARKS:
+        module = importlib.import_module(f"benchmarks.{name}")
+        module.main(repeats=args.repeats)
+
+
+if __name__ == "__main__":
+    main()
