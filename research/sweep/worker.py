@@ -1,0 +1,248 @@
+"""A sweep worker: claims trials from the ledger and runs each as its own subprocess in its own workdir.
+
+    python -m research.sweep.worker < config.json     (started by launch/sweep.py; the config, which may hold
+                                                        the storage URL, comes on stdin, never on argv)
+
+A trial is `python -m <launch> --flagfile=... --<flags> --seed=S --workdir=<sweep_dir>/trials/<name>`, with
+its output appended to `<sweep_dir>/logs/<name>.log`; its result is the workdir's final.json. While it runs,
+a thread writes the trial's heartbeat to the ledger; if the ledger says the trial was declared lost meanwhile,
+the subprocess is killed (a retry owns the point now). Trial subprocesses die with their worker
+(PR_SET_PDEATHSIG), so a killed worker leaves no orphan holding the workdir's lock. SIGTERM/SIGINT stop the
+current trial, record it as interrupted (retried later) and end the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from research.sweep import ledger as ledger_lib
+from research.sweep.spec import Spec, load
+
+_EXIT_REASONS = {2: "config error (exit 2)", 3: "non-finite loss or norm (exit 3)"}
+LOG_TAIL_LINES = 20
+
+
+@dataclasses.dataclass
+class WorkerConfig:
+    spec: str                  # path to the spec file
+    sweep_dir: str
+    storage: str               # normalised storage URL (may hold a password: never print it)
+    cwd: str                   # where trials run (paths in the spec are relative to it)
+    index: int = 0
+    heartbeat: float = 10.0    # seconds between heartbeats
+    stale_after: float = 120.0  # a RUNNING trial without heartbeat for this long is lost
+    poll: float = 2.0          # seconds between looks at the ledger while others run
+    max_retries: int = 2
+
+
+def die_with_parent(sig: int):
+    """A preexec_fn: the child gets `sig` when the process that started it dies (Linux; a no-op elsewhere)."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec if sys.platform.startswith("linux") else None
+
+
+class _Heartbeat(threading.Thread):
+    """Beats every `interval` seconds; kills the running trial if the ledger says the trial is no longer ours."""
+
+    def __init__(self, ledger: ledger_lib.Ledger, trial_id: int, interval: float, say):
+        super().__init__(daemon=True)
+        self.ledger, self.trial_id, self.interval, self.say = ledger, trial_id, interval, say
+        self.proc: subprocess.Popen | None = None
+        self.lost = False
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            try:
+                alive = self.ledger.heartbeat(self.trial_id)
+            except Exception as e:  # a transient storage error: try again at the next beat
+                self.say(f"heartbeat failed ({type(e).__name__}); retrying")
+                continue
+            if not alive:
+                self.lost = True
+                if self.proc is not None and self.proc.poll() is None:
+                    self.proc.kill()
+                return
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+class Worker:
+    def __init__(self, cfg: WorkerConfig, spec: Spec | None = None):
+        self.cfg = cfg
+        self.spec = spec or load(cfg.spec)
+        self.hidden = ledger_lib.secrets(cfg.storage)
+        self.ledger = ledger_lib.Ledger.open(cfg.storage, self.spec, worker_index=cfg.index)
+        self.stopping = False
+        self.proc: subprocess.Popen | None = None
+
+    def say(self, msg: str) -> None:
+        print(ledger_lib.scrub(f"[worker {self.cfg.index}] {msg}", self.hidden), flush=True)
+
+    def on_signal(self, signum, frame) -> None:
+        self.stopping = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+
+    # ---- the loop
+    def run(self, max_storage_errors: int = 5) -> int:
+        ran, errors = 0, 0
+        while not self.stopping:
+            try:
+                for number in self.ledger.fail_stale(self.cfg.stale_after):
+                    self.say(f"trial {number}: its worker is gone; marked lost, will be retried")
+                self.ledger.top_up(self.cfg.max_retries)
+                claim = self.ledger.claim()
+                errors = 0
+            except Exception as e:  # a storage hiccup (e.g. a dropped database connection): wait and try again
+                errors += 1
+                if errors >= max_storage_errors:
+                    raise
+                self.say(f"ledger error ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                         f"retrying")
+                time.sleep(self.cfg.poll * errors)
+                continue
+            if claim is None:
+                if not self.ledger.unfinished():
+                    break
+                time.sleep(self.cfg.poll)  # others are running: wait in case one of them dies
+                continue
+            self.run_trial(claim)
+            ran += 1
+        return ran
+
+    def run_trial(self, claim: ledger_lib.Claim) -> None:
+        os.makedirs(os.path.join(self.cfg.sweep_dir, "logs"), exist_ok=True)
+        log_path = os.path.join(self.cfg.sweep_dir, "logs", f"{claim.name}.log")
+        beat = _Heartbeat(self.ledger, claim.trial_id, self.cfg.heartbeat, self.say)
+        beat.start()
+        results: list[dict[str, Any]] = []
+        start = time.time()
+        self.say(f"trial {claim.number}: {claim.key} (attempt {claim.attempt})")
+        try:
+            for seed, rel in claim.runs:
+                workdir = os.path.join(self.cfg.sweep_dir, rel)
+                cmd = self.spec.command(claim.flags, claim.flagfiles, seed, workdir)
+                with open(log_path, "a") as log:
+                    log.write(f"==== trial {claim.number} attempt {claim.attempt} seed {seed} on "
+                              f"{self.ledger.host.split(':')[0]} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                              f"==== {' '.join(cmd)}\n")
+                    log.flush()
+                    offset = log.tell()
+                    run_start = time.time()
+                    self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                 cwd=self.cfg.cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                                 preexec_fn=die_with_parent(signal.SIGKILL))
+                    beat.proc = self.proc
+                    code = self.proc.wait()
+                self.proc = beat.proc = None
+                if beat.lost:
+                    self.say(f"trial {claim.number}: declared lost by another worker; stopped it")
+                    return
+                if self.stopping:
+                    beat.stop()
+                    self.ledger.fail(claim, code, "interrupted (the worker was stopped)", _tail(log_path, offset),
+                                     retriable=True, results=results, wall=time.time() - start, interrupted=True)
+                    self.say(f"trial {claim.number}: interrupted; it will be run again")
+                    return
+                if code != 0:
+                    beat.stop()
+                    reason = _EXIT_REASONS.get(code) or (f"killed by {signal.Signals(-code).name}" if code < 0
+                                                         else f"exit {code}")
+                    tail = _tail(log_path, offset)
+                    self.ledger.fail(claim, code, reason, tail, retriable=code < 0, results=results,
+                                     wall=time.time() - start)
+                    last = tail.strip().splitlines()[-1] if tail.strip() else ""
+                    self.say(f"trial {claim.number}: FAILED, {reason}{'; retried later' if code < 0 else ''}: {last}")
+                    return
+                seconds = time.time() - run_start
+                final = _read_final(workdir)
+                if final is None:
+                    beat.stop()
+                    self.ledger.fail(claim, code, f"exited 0 without a readable {workdir}/final.json",
+                                     _tail(log_path, offset), retriable=False, results=results,
+                                     wall=time.time() - start)
+                    self.say(f"trial {claim.number}: FAILED, no final.json")
+                    return
+                results.append({"seed": seed, "workdir": rel, "final": final, "seconds": round(seconds, 2)})
+            beat.stop()
+            wall = time.time() - start
+            if self.ledger.succeed(claim, results, wall):
+                from research.sweep.spec import metric
+
+                shown = " ".join(f"{m}={v:.4g}" for m in self.spec.metrics
+                                 if (v := metric(results[0]["final"], m)) is not None)
+                self.say(f"trial {claim.number}: done in {wall:.1f} s {shown}")
+            else:
+                self.say(f"trial {claim.number}: finished, but the ledger had already closed it")
+        finally:
+            if beat.is_alive():
+                beat.stop()
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _tail(path: str, offset: int, lines: int = LOG_TAIL_LINES, chars: int = 4000) -> str:
+    """The last lines a trial wrote to its log (after `offset`), progress-bar carriage returns folded."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    rows = [r.rsplit("\r", 1)[-1] for r in text.splitlines()]
+    return "\n".join(rows[-lines:])[-chars:]
+
+
+def _read_final(workdir: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(workdir, "final.json")) as f:
+            final = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return final if isinstance(final, dict) else None
+
+
+def main() -> int:
+    cfg = WorkerConfig(**json.loads(sys.stdin.read()))
+    hidden = ledger_lib.secrets(cfg.storage)
+    try:
+        worker = Worker(cfg)
+        signal.signal(signal.SIGTERM, worker.on_signal)
+        signal.signal(signal.SIGINT, worker.on_signal)
+        ran = worker.run()
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        from research.errors import ConfigError
+
+        text = str(e) if isinstance(e, ConfigError) else traceback.format_exc()
+        sys.stderr.write(ledger_lib.scrub(f"[worker {cfg.index}] error: {text}\n", hidden))
+        return 2 if isinstance(e, ConfigError) else 1
+    worker.say(f"ran {ran} trial(s); {'stopped' if worker.stopping else 'nothing left to run'}")
+    return 130 if worker.stopping else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
