@@ -70,13 +70,9 @@ def _report(sweep_dir: str, ledger, spec) -> None:
 
 
 def _status(ledger, spec) -> dict[str, int]:
-    from research.sweep.ledger import point_status
-
-    groups = ledger.by_key()
-    keys = [p.key for p in spec.points()] if spec.search is None else list(groups)
+    """How many runs (grid point × seed, or search trial) are in each status."""
     out: dict[str, int] = {}
-    for key in keys:
-        s = point_status(groups.get(key, []), FLAGS.max_retries)
+    for s in ledger.statuses(FLAGS.max_retries).values():
         out[s] = out.get(s, 0) + 1
     return out
 
@@ -149,9 +145,12 @@ def main() -> None:
     url = storage_url(given, sweep_dir)
     if FLAGS.dry_run:
         for p in spec.points() if spec.search is None else []:
-            print(" ".join(spec.command(p.flags, p.flagfiles, p.seed, os.path.join(sweep_dir, "trials", p.name))))
+            print(" ".join(spec.command(p.flags, p.flagfiles, p.seed, os.path.join(sweep_dir, "trials", p.name),
+                                        p.num_seeds)))
         if spec.search is not None:
-            print(" ".join(spec.command({}, [], spec.seeds[0], os.path.join(sweep_dir, "trials", "tNNNN_seed-S")))
+            n = len(spec.seeds) if spec.vectorize_seeds else None
+            name = f"tNNNN_seeds-{spec.seeds[0]}-{spec.seeds[-1]}" if n else "tNNNN_seed-S"
+            print(" ".join(spec.command({}, [], spec.seeds[0], os.path.join(sweep_dir, "trials", name), n))
                   + "  # plus each trial's " + ", ".join(f"--{p.name}" for p in spec.search.params))
         return
     spec_lib.check_flags(spec)
@@ -161,6 +160,8 @@ def main() -> None:
     before = _status(ledger, spec)
     what = (f"{sum(before.values())} grid points" if spec.search is None else
             f"a search of {spec.search.n_trials} trials")
+    if spec.vectorize_seeds:
+        what += f" (seeds vectorised: {len(spec.seeds)} per --num_seeds trial)"
     print(f"sweep {spec.name}: {what}, ledger {redact(url)}: "
           + ", ".join(f"{n} {s}" for s, n in sorted(before.items())), flush=True)
     interrupted = False

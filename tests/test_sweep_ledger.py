@@ -7,7 +7,9 @@ journal storage hands each queued trial to exactly one of several racing process
 reach output or files; and a real PostgreSQL server (started here, in a temporary directory) serves as ledger.
 """
 
+import csv
 import glob
+import io
 import json
 import os
 import pathlib
@@ -23,13 +25,15 @@ import time
 import pytest
 
 from research.errors import ConfigError
+from research.sweep import report
 from research.sweep import spec as spec_lib
 from research.sweep.ledger import Ledger, point_status, redact, scrub, secrets, storage_url
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FAKE_TRIAL = '''
-"""A stand-in launch module: counts its runs in the workdir, can fail, NaN-stop or SIGKILL itself once."""
+"""A stand-in launch module: counts its runs in the workdir, can fail, NaN-stop or SIGKILL itself once, and trains
+--num_seeds seeds at once (final.json as the training loop writes it)."""
 import json, os, signal, sys, time
 from absl import app, flags
 
@@ -39,7 +43,12 @@ flags.DEFINE_float("lr", 0.1, "")
 flags.DEFINE_integer("width", 8, "")
 flags.DEFINE_enum("mode", "ok", ["ok", "fail", "nan", "die_once"], "")
 flags.DEFINE_float("sleep", 0.0, "")
+flags.DEFINE_integer("num_seeds", 1, "")
 FLAGS = flags.FLAGS
+
+
+def metrics(seed):
+    return {"score": FLAGS.lr * 10 + seed, "loss": 1.0 / (1 + FLAGS.width)}
 
 
 def main(argv):
@@ -58,8 +67,12 @@ def main(argv):
     if FLAGS.mode == "die_once" and not os.path.exists(marker):
         open(marker, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
-    final = {"step": 10, "metrics": {"score": FLAGS.lr * 10 + FLAGS.seed, "loss": 1.0 / (1 + FLAGS.width)},
-             "params_sha256": "0" * 64, "wall_seconds": 0.01}
+    final = {"step": 10, "metrics": metrics(FLAGS.seed), "params_sha256": "0" * 64, "wall_seconds": 0.01}
+    if FLAGS.num_seeds > 1:  # like the training loop: the mean, and each seed's own metrics
+        per = [{"seed": FLAGS.seed + i, "metrics": metrics(FLAGS.seed + i), "params_sha256": str(i) * 64}
+               for i in range(FLAGS.num_seeds)]
+        final["metrics"] = {k: sum(p["metrics"][k] for p in per) / len(per) for k in per[0]["metrics"]}
+        final["seeds"] = per
     with open(os.path.join(FLAGS.workdir, "final.json"), "w") as f:
         json.dump(final, f)
 
@@ -261,6 +274,121 @@ def test_duplicate_queue_entries_are_pruned(tmp_path):
     assert ledger.by_key()[point.key][1].user_attrs["duplicate_of"] == first.number
 
 
+def test_vectorized_sweep_runs_one_trial_per_combination(env, tmp_path):
+    """vectorize_seeds: each axis combination's seeds run as one --num_seeds process; the report still has one row
+    per (combination, seed) with that seed's metrics; a failed trial fails each of its seeds; a trial killed by a
+    signal is retried; a finished sweep run again runs nothing."""
+    spec = write_spec(tmp_path, """
+        launch = "fake_trial"
+        seeds = [0, 1, 2]
+        vectorize_seeds = true
+        metrics = ["score", "loss"]
+        [axes.model]
+        small = { width = 4, lr = 0.1 }
+        big = { width = 16, lr = 0.2 }
+        broken = { mode = "fail" }
+        die_once = { mode = "die_once", lr = 0.3 }
+        """, name="vec")
+    sd = str(tmp_path / "sweep")
+    out = sweep(env, f"--spec={spec}", f"--sweep_dir={sd}", "--workers=2", *FAST).stdout
+    assert "12 grid points (seeds vectorised: 3 per --num_seeds trial)" in out
+    names = {m: f"model-{m}_seeds-0-2" for m in ("small", "big", "broken", "die_once")}
+    assert {m: runs(sd, n) for m, n in names.items()} == {"small": 1, "big": 1, "broken": 1, "die_once": 2}
+    ts = trials(sd, "vec")
+    assert sorted((t.user_attrs["key"], t.state.name) for t in ts) == [
+        ("model=big,seeds=0-2", "COMPLETE"), ("model=broken,seeds=0-2", "FAIL"),
+        ("model=die_once,seeds=0-2", "COMPLETE"), ("model=die_once,seeds=0-2", "FAIL"),
+        ("model=small,seeds=0-2", "COMPLETE")]
+    big = next(t for t in ts if t.user_attrs["key"] == "model=big,seeds=0-2")
+    assert big.params == {"model": "big", "seed": 0, "num_seeds": 3} and big.value == 3.0  # mean of 2, 3, 4
+    assert [(r["seed"], r["final"]["metrics"]["score"]) for r in big.user_attrs["results"]] == [(0, 2.0), (1, 3.0),
+                                                                                                  (2, 4.0)]
+    assert "--seed=0 --num_seeds=3 --workdir=" in pathlib.Path(sd, "logs", names["big"] + ".log").read_text()
+    table = pathlib.Path(sd, "results.csv").read_text()
+    rows = {r["key"]: r for r in csv.DictReader(io.StringIO(table))}
+    assert len(rows) == 12 and float(rows["model=big,seed=2"]["score"]) == 4.0
+    assert rows["model=big,seed=2"]["workdir"] == os.path.join("trials", names["big"])
+    assert [rows[f"model=broken,seed={s}"]["status"] for s in range(3)] == ["failed"] * 3
+    assert rows["model=die_once,seed=1"]["attempts"] == "2" and float(rows["model=die_once,seed=1"]["score"]) == 4.0
+    md = pathlib.Path(sd, "results.md").read_text()
+    assert "| big | 3 | 0 | 3 ± 1 | 0.05882 ± 0 |" in md and "| die_once | 3 | 0 | 4 ± 1 |" in md
+    assert "| broken | 0 | 3 | — | — |" in md and "12 runs: 9 done, 3 failed" in md
+    assert md.count("`model=broken,seeds=0-2` (trial") == 1 and "seeds 0, 1, 2): config error (exit 2)" in md
+
+    again = sweep(env, f"--spec={spec}", f"--sweep_dir={sd}", "--workers=2", *FAST).stdout
+    assert "nothing to run" in again and len(trials(sd, "vec")) == 5 and runs(sd, names["small"]) == 1
+
+
+def test_vectorized_blocks_report_extend_retry_and_prune(tmp_path):
+    raw = {"launch": "fake_trial", "seeds": [0, 1, 2], "vectorize_seeds": True, "metrics": ["score"],
+           "axes": {"lr": [0.1, 0.2]}}
+    ledger, spec = _ledger(tmp_path, raw)
+    assert ledger.top_up(max_retries=1) == 2 and ledger.top_up(max_retries=1) == 0
+    a, b = ledger.claim(), ledger.claim()
+    assert (a.key, a.num_seeds, a.runs, a.params) == ("lr=0.1,seeds=0-2", 3, [(0, os.path.join("trials",
+                                                      "lr-0.1_seeds-0-2"))], {"lr": "0.1", "seed": 0, "num_seeds": 3})
+    results = [{"seed": s, "workdir": a.runs[0][1], "final": {"metrics": {"score": float(s)}}} for s in (0, 1, 2)]
+    assert ledger.succeed(a, results, 9.0) and ledger.study.trials[a.number].value == 1.0
+    ledger.fail(b, 3, "non-finite loss or norm (exit 3)", "error: loss is NaN", retriable=False)
+    assert ledger.statuses(max_retries=1) == {f"lr={lr},seed={s}": status for lr, status in (("0.1", "done"),
+                                              ("0.2", "failed")) for s in (0, 1, 2)}
+    assert ledger.top_up(max_retries=1) == 0
+
+    rows = report.collect(ledger, ledger.record)
+    assert [(r["key"], r["status"], r["metrics"]["score"], r["trial_seconds"]) for r in rows] == [
+        ("lr=0.1,seed=0", "done", 0.0, 9.0), ("lr=0.1,seed=1", "done", 1.0, 9.0), ("lr=0.1,seed=2", "done", 2.0, 9.0),
+        *((f"lr=0.2,seed={s}", "failed", None, None) for s in (0, 1, 2))]
+    md = report.markdown(rows, ledger.record)
+    assert "| 0.1 | 3 | 0 | 1 ± 1 |" in md and "| 0.2 | 0 | 3 | — |" in md
+    assert "Trial wall time: 9 s in total over 1 trial process(es) for 3 completed run(s)" in md
+
+    # more seeds in the spec: only the missing ones run, as one new block per combination (the failed one too)
+    wider, _ = _ledger(tmp_path, {**raw, "seeds": [0, 1, 2, 3, 4]})
+    assert wider.top_up(max_retries=1) == 2
+    c, d = wider.claim(), wider.claim()
+    assert (c.key, c.num_seeds, c.runs) == ("lr=0.1,seeds=3-4", 2, [(3, os.path.join("trials", "lr-0.1_seeds-3-4"))])
+    assert d.key == "lr=0.2,seeds=3-4"
+    # c's worker, on another machine, goes quiet: the same block is queued again as attempt 2
+    wider.storage.set_trial_user_attr(c.trial_id, "host", "elsewhere")
+    wider.storage.set_trial_user_attr(c.trial_id, "heartbeat", time.time() - 100)
+    assert wider.fail_stale(grace=30) == [c.number]
+    assert wider.statuses(max_retries=1)["lr=0.1,seed=4"] == "retry"
+    assert wider.top_up(max_retries=1) == 1
+    retry = wider.claim()
+    assert (retry.key, retry.attempt, retry.num_seeds) == ("lr=0.1,seeds=3-4", 2, 2)
+    # a block overlapping one that completed (as an older spec might queue it) is a duplicate; one outside the spec
+    # (seeds 5-6) is pruned too
+    for seeds in ([0, 1], [5, 6]):
+        wider._enqueue(wider.spec.block({"lr": "0.1"}, seeds))
+    assert wider.claim() is None
+    pruned = {t.user_attrs["key"]: t.user_attrs for t in wider.trials() if t.state.name == "PRUNED"}
+    assert pruned["lr=0.1,seeds=0-1"]["duplicate_of"] == a.number and pruned["lr=0.1,seeds=5-6"]["not_in_spec"]
+    # --retry_failed queues the failed block itself again
+    assert wider.top_up(max_retries=1, retry_failed=True) == 1
+    again = wider.claim()
+    assert (again.key, again.attempt, again.runs[0][0], again.num_seeds) == ("lr=0.2,seeds=0-2", 2, 0, 3)
+
+
+def test_vectorized_search_runs_each_trials_seeds_in_one_process(tmp_path):
+    ledger, spec = _ledger(tmp_path, {
+        "launch": "fake_trial", "seeds": [3, 4], "vectorize_seeds": True, "metrics": ["score"],
+        "direction": "maximize", "search": {"n_trials": 2, "sampler": "random",
+                                            "params": {"lr": {"low": 1e-3, "high": 1.0, "log": True}}}})
+    first, second = ledger.claim(), ledger.claim()
+    assert (first.key, first.num_seeds, first.runs) == ("t0000", 2, [(3, os.path.join("trials", "t0000_seeds-3-4"))])
+    finals = [{"seed": s, "workdir": first.runs[0][1], "final": {"metrics": {"score": float(s)}}, "seconds": 5.0}
+              for s in (3, 4)]
+    assert ledger.succeed(first, finals, 6.0) and ledger.study.trials[first.number].value == 3.5
+    ledger.fail(second, 3, "non-finite loss or norm (exit 3)", "", retriable=False)
+    rows = report.collect(ledger, ledger.record)
+    assert [(r["key"], r["seed"], r["status"], r["metrics"]["score"]) for r in rows] == [
+        ("t0000", 3, "done", 3.0), ("t0000", 4, "done", 4.0), ("t0001", 3, "failed", None),
+        ("t0001", 4, "failed", None)]
+    md = report.markdown(rows, ledger.record)
+    assert "| 0 | " in md and "| 2 | 0 | 3.5 ± 0.71 |" in md and "| 0 | 2 | — |" in md
+    assert "over 1 trial process(es) for 2 completed run(s)" in md
+
+
 def test_journal_hands_each_trial_to_one_of_several_racing_processes(tmp_path):
     from research.sweep.race import race
 
@@ -377,3 +505,24 @@ def test_two_workers_on_a_postgresql_ledger(env, tmp_path, postgres):
             text += pathlib.Path(path).read_text(errors="replace")
     assert "pg-s3cret" not in text and "postgresql://sweeper:***@127.0.0.1" in text
     assert json.loads(pathlib.Path(os.path.join(sd, "sweep.json")).read_text())["storage"].startswith("postgresql://sweeper:***@")
+
+    # a vectorised sweep on the same server (a worker in this process): one trial per combination, per-seed rows
+    from research.sweep.worker import Worker, WorkerConfig
+
+    vec = write_spec(tmp_path, """
+        launch = "fake_trial"
+        seeds = [0, 1]
+        vectorize_seeds = true
+        metrics = ["score"]
+        [axes]
+        lr = [0.1, 0.2]
+        """, name="pg_vec")
+    worker = Worker(WorkerConfig(spec=vec, sweep_dir=str(tmp_path / "vsweep"), storage=postgres, cwd=str(tmp_path),
+                                 heartbeat=0.5, stale_after=5.0, poll=0.2))
+    assert worker.run() == 2
+    ledger = Ledger.load(postgres, "pg_vec")
+    assert sorted((t.user_attrs["key"], t.state.name) for t in ledger.trials()) == [
+        ("lr=0.1,seeds=0-1", "COMPLETE"), ("lr=0.2,seeds=0-1", "COMPLETE")]
+    rows = report.collect(ledger, ledger.record)
+    assert [(r["key"], r["metrics"]["score"]) for r in rows] == [("lr=0.1,seed=0", 1.0), ("lr=0.1,seed=1", 2.0),
+                                                                 ("lr=0.2,seed=0", 2.0), ("lr=0.2,seed=1", 3.0)]

@@ -111,11 +111,13 @@ def test_flags_are_checked_by_the_launch_module():
         spec_lib.check_flags(bad_value)
 
 
-def test_shipped_mlp_spec_expands_to_twelve_points():
+def test_shipped_mlp_spec_expands_to_twelve_runs_in_four_trials():
     spec = spec_lib.load("experiments/sweeps/mlp_optimizers.toml")
     assert [a.name for a in spec.axes] == ["optimizer"]
     assert spec.axes[0].labels() == ["sgd", "momentum", "adam", "adamw"] and spec.seeds == (0, 1, 2)
-    assert len(spec.points()) == 12
+    assert spec.vectorize_seeds and [p.key for p in spec.points()] == [
+        f"optimizer={o},seeds=0-2" for o in ("sgd", "momentum", "adam", "adamw")]
+    assert sum(len(spec.seed_points(labels)) for labels in spec.combos()) == 12
 
 
 SHIPPED = sorted(glob.glob(os.path.join(REPO, "experiments", "sweeps", "*.toml"))
@@ -147,3 +149,93 @@ def test_search_spec_and_metric_lookup():
     assert spec_lib.metric(final, "train_metrics.loss") == 2.0
     assert spec_lib.metric(final, "wall_seconds") == 3.0
     assert spec_lib.metric(final, "step") is None and spec_lib.metric(final, "f1") is None
+
+
+# ------------------------------------------------------------------------------------------ vectorised seeds
+def test_vectorized_points_are_one_block_per_combination():
+    spec = spec_lib.parse(base(seeds=[3, 4, 5], vectorize_seeds=True, flags={"steps": 20},
+                               axes={"optimizer": {"sgd": {"optimizer": "sgd"}, "adam": {"optimizer": "adam"}}}))
+    points = spec.points()
+    assert [(p.key, p.name, p.seed, p.num_seeds, p.seeds) for p in points] == [
+        ("optimizer=sgd,seeds=3-5", "optimizer-sgd_seeds-3-5", 3, 3, (3, 4, 5)),
+        ("optimizer=adam,seeds=3-5", "optimizer-adam_seeds-3-5", 3, 3, (3, 4, 5))]
+    cmd = spec.command(points[1].flags, points[1].flagfiles, points[1].seed, "/tmp/w", points[1].num_seeds)
+    assert cmd[-4:] == ["--optimizer=adam", "--seed=3", "--num_seeds=3", "--workdir=/tmp/w"]
+    assert [p.key for p in spec.seed_points({"optimizer": "adam"})] == [
+        "optimizer=adam,seed=3", "optimizer=adam,seed=4", "optimizer=adam,seed=5"]
+    assert spec.block({"optimizer": "sgd"}, [7]).key == "optimizer=sgd,seeds=7-7"
+    # vectorising changes what a trial is: a plain sweep's ledger cannot be continued vectorised (and vice versa)
+    plain = spec_lib.parse(base(seeds=[3, 4, 5], flags={"steps": 20},
+                                axes={"optimizer": {"sgd": {"optimizer": "sgd"}, "adam": {"optimizer": "adam"}}}))
+    assert spec.identity() == {"vectorize_seeds": True, **plain.identity()}
+    assert "vectorize_seeds" not in plain.identity()
+    assert spec.record()["vectorize_seeds"] is True and plain.record()["vectorize_seeds"] is False
+
+
+@pytest.mark.parametrize("raw, message", [
+    (base(seeds=[0, 2], vectorize_seeds=True), "seeds must be consecutive increasing integers such as [0, 1, 2]; "
+                                               "got [0, 2]"),
+    (base(seeds=[2, 1], vectorize_seeds=True), "must be consecutive increasing"),
+    (base(vectorize_seeds="yes"), "vectorize_seeds must be true or false"),
+    (base(flags={"num_seeds": 3}), "--num_seeds is set by the sweep: put `vectorize_seeds = true`"),
+    (base(axes={"num_seeds": [1, 2]}), "--num_seeds is set by the sweep"),
+])
+def test_vectorized_spec_errors(raw, message):
+    with pytest.raises(ConfigError) as e:
+        spec_lib.parse(raw, "s.toml")
+    assert message in str(e.value)
+
+
+def test_seed_finals_split_a_vectorised_final_json():
+    final = {"step": 20, "wall_seconds": 7.5, "train_metrics": {"loss": 1.0}, "params_sha256": "all",
+             "metrics": {"accuracy": 0.5}, "metrics_std": {"accuracy": 0.1},
+             "seeds": [{"seed": 4, "metrics": {"accuracy": 0.4}, "params_sha256": "a"},
+                       {"seed": 5, "metrics": {"accuracy": 0.6}, "params_sha256": "b"}]}
+    (s4, f4), (s5, f5) = spec_lib.seed_finals(final, 4, 2)
+    assert (s4, s5) == (4, 5)
+    assert f5 == {"step": 20, "wall_seconds": 7.5, "train_metrics": {"loss": 1.0}, "metrics": {"accuracy": 0.6},
+                  "params_sha256": "b", "vectorized": {"first_seed": 4, "num_seeds": 2}}
+    assert spec_lib.metric(f4, "accuracy") == 0.4 and spec_lib.metric(f4, "wall_seconds") == 7.5
+    with pytest.raises(ValueError, match=r"final.json holds seeds \[4, 5\], expected \[3, 4\]"):
+        spec_lib.seed_finals(final, 3, 2)
+    with pytest.raises(ValueError, match="no per-seed results"):
+        spec_lib.seed_finals({"metrics": {"accuracy": 0.5}}, 0, 2)
+    single = {"metrics": {"accuracy": 0.5}, "step": 1}  # a one-seed block runs without replicas
+    assert spec_lib.seed_finals(single, 7, 1) == [(7, single)]
+    assert spec_lib.consecutive_runs([6, 0, 1, 2, 5]) == [[0, 1, 2], [5, 6]] and spec_lib.consecutive_runs([]) == []
+
+
+STAND_IN = '''
+from absl import flags
+flags.DEFINE_string("workdir", None, "")
+flags.DEFINE_integer("seed", 0, "")
+flags.DEFINE_float("lr", 0.1, "")
+'''
+WITH_REPLICAS = STAND_IN + '''
+flags.DEFINE_integer("num_seeds", 1, "")
+flags.DEFINE_bool("red_blue", False, "")
+'''
+
+
+def test_vectorized_flags_are_checked_by_the_launch_module(tmp_path, monkeypatch):
+    """--num_seeds must exist; --red_blue (the loop refuses it with --num_seeds) and a --num_seeds hidden in a
+    flagfile of a plain sweep are spec errors. Stand-in modules keep the probes fast."""
+    (tmp_path / "no_replicas.py").write_text(STAND_IN)
+    (tmp_path / "replicas_ok.py").write_text(WITH_REPLICAS)
+    flagfile = tmp_path / "rb.flags"
+    flagfile.write_text("--red_blue\n--num_seeds=2\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+
+    def spec(launch, **extra):
+        return spec_lib.parse({"launch": launch, "seeds": [0, 1], "metrics": ["score"], **extra}, "v.toml")
+
+    with pytest.raises(ConfigError, match="vectorize_seeds = true needs a launch module .* no_replicas does not "
+                                          "define --num_seeds"):
+        spec_lib.check_flags(spec("no_replicas", vectorize_seeds=True))
+    spec_lib.check_flags(spec("no_replicas"))  # a plain sweep does not need it
+    spec_lib.check_flags(spec("replicas_ok", vectorize_seeds=True, axes={"lr": [0.1, 0.2]}))
+    with pytest.raises(ConfigError, match=r"rb=on: --red_blue trains its own two replicas and cannot be combined"):
+        spec_lib.check_flags(spec("replicas_ok", vectorize_seeds=True,
+                                  axes={"rb": {"off": {"lr": 0.1}, "on": {"red_blue": True}}}))
+    with pytest.raises(ConfigError, match=r"the flagfiles set --num_seeds=2, but each seed of the sweep is its own"):
+        spec_lib.check_flags(spec("replicas_ok", flagfile=str(flagfile)))

@@ -13,6 +13,13 @@ lower-numbered trial of the same key is WAITING, RUNNING or COMPLETE; otherwise 
 Trial states only move forward, so at most one trial per point ever runs at a time, and none after one
 completed.
 
+Vectorised seeds. With `vectorize_seeds = true` a grid's ledger entry is a block: an axis combination and a run
+of consecutive seeds (`key` "axis=label,...,seeds=0-2", user attributes `labels` and `seeds`), trained by one
+`--seed=0 --num_seeds=3` process. The grid is queued as one block per combination; seeds added to the spec later
+form new blocks of only the missing seeds. A block runs only if no lower-numbered block of the same combination
+with an overlapping seed is WAITING, RUNNING or COMPLETE. Reports read one row per (combination, seed): the seed's
+status is its best block's (done, running, waiting, retry, failed), so a failed block is a failure of each seed.
+
 Failures. A trial that exits non-zero is FAIL with `retriable: false`, its exit code and the last lines of its
 log (re-run with `--retry_failed` to try such points again). A worker that dies leaves its trial RUNNING; any
 worker marks it FAIL (`lost`) when its heartbeat is older than the grace period or, on the same host, when the
@@ -35,7 +42,7 @@ from typing import Any
 from urllib.parse import quote
 
 from research.errors import ConfigError
-from research.sweep.spec import Point, Spec
+from research.sweep.spec import Point, Spec, consecutive_runs, point_key
 
 JOURNAL_FILE = "ledger.journal"
 _SECRET_KEY = re.compile(r"pass|secret|token|key", re.I)
@@ -153,9 +160,10 @@ class Claim:
     name: str                        # directory / log name
     flags: dict[str, str]
     flagfiles: list[str]
-    runs: list[tuple[int, str]]      # (seed, workdir relative to the sweep dir)
+    runs: list[tuple[int, str]]      # (seed, workdir relative to the sweep dir); the first seed if vectorised
     params: dict[str, Any]
     attempt: int
+    num_seeds: int | None = None     # vectorised: each run trains seeds seed .. seed+num_seeds-1 in one process
 
 
 # ----------------------------------------------------------------------------------------------- the ledger
@@ -182,6 +190,59 @@ def point_status(trials: Sequence[Any], max_retries: int) -> str:
     if not fails[-1].user_attrs.get("retriable", True):
         return "failed"
     return "retry" if retries_used(trials) <= max_retries else "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """A vectorised grid entry: an axis combination's run of consecutive seeds, its trials (duplicates pruned
+    as such left out) and their status."""
+
+    key: str
+    labels: dict[str, str]
+    seeds: tuple[int, ...]
+    trials: tuple[Any, ...]
+    status: str
+
+    @property
+    def number(self) -> int:
+        return self.trials[0].number if self.trials else -1
+
+
+_SEED_PRIORITY = ("done", "running", "waiting", "retry", "failed")
+
+
+def blocks(groups: Mapping[str, Sequence[Any]], max_retries: int) -> list[Block]:
+    """The vectorised blocks among the ledger's entries (grouped by key), with their status."""
+    from optuna.trial import TrialState
+
+    out = []
+    for key, ts in groups.items():
+        attrs = ts[0].user_attrs
+        labels, seeds = attrs.get("labels"), attrs.get("seeds")
+        if not isinstance(labels, dict) or not isinstance(seeds, list):
+            continue
+        live = tuple(t for t in ts if t.state != TrialState.PRUNED)
+        out.append(Block(key, dict(labels), tuple(seeds), live, point_status(live, max_retries)))
+    return out
+
+
+def seed_view(all_blocks: Sequence[Block], combos: Sequence[Mapping[str, str]], seeds: Sequence[int],
+              extra: bool = True) -> list[tuple[dict[str, str], int, str, Block | None]]:
+    """(labels, seed, status, the block that decides it) per axis combination and seed of a vectorised grid.
+
+    A seed's status is the best among the blocks holding it (done > running > waiting > retry > failed), "new"
+    if none does. With `extra`, seeds that ran in an older, larger grid are listed after the spec's.
+    """
+    out = []
+    for labels in combos:
+        labels = dict(labels)
+        mine = [b for b in all_blocks if b.labels == labels and b.status in _SEED_PRIORITY]
+        more = sorted({s for b in mine for s in b.seeds} - set(seeds)) if extra else []
+        for seed in [*seeds, *more]:
+            holding = [b for b in mine if seed in b.seeds]
+            best = min(holding, key=lambda b: (_SEED_PRIORITY.index(b.status), b.number)) if holding else None
+            out.append((labels, seed, "new" if best is None else best.status, best))
+    return out
 
 
 def retries_used(trials: Sequence[Any]) -> int:
@@ -259,10 +320,23 @@ class Ledger:
                 out.setdefault(key, []).append(t)
         return out
 
+    def statuses(self, max_retries: int) -> dict[str, str]:
+        """The status of every run the spec asks for: per grid point and seed (vectorised or not), or per search
+        trial."""
+        groups = self.by_key()
+        if self.spec.search is not None:
+            return {key: point_status(ts, max_retries) for key, ts in groups.items()}
+        if self.spec.vectorize_seeds:
+            view = seed_view(blocks(groups, max_retries), self.spec.combos(), self.spec.seeds, extra=False)
+            return {point_key(labels, seed): status for labels, seed, status, _ in view}
+        return {p.key: point_status(groups.get(p.key, []), max_retries) for p in self.spec.points()}
+
     # ---- queueing
     def top_up(self, max_retries: int, retry_failed: bool = False) -> int:
         """Queue every point that needs a run: never tried, lost (within max_retries), or failed if asked."""
         groups = self.by_key()
+        if self.spec.search is None and self.spec.vectorize_seeds:
+            return self._top_up_blocks(groups, max_retries, retry_failed)
         points: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         if self.spec.search is None:
             points = [(p.key, self._grid_params(p), {"key": p.key, "name": p.name}) for p in self.spec.points()]
@@ -279,6 +353,33 @@ class Ledger:
                 self.study.enqueue_trial(params, user_attrs=attrs)
                 queued += 1
         return queued
+
+    def _top_up_blocks(self, groups: Mapping[str, Sequence[Any]], max_retries: int, retry_failed: bool) -> int:
+        """Vectorised grid: per axis combination, queue again the blocks to retry (same key, so retries are
+        counted), then one new block per run of consecutive seeds that no block covers."""
+        known = blocks(groups, max_retries)
+        wanted = set(self.spec.seeds)
+        queued = 0
+        for labels in self.spec.combos():
+            mine = sorted((b for b in known if b.labels == labels), key=lambda b: b.number)
+            covered: set[int] = set()
+            for b in mine:
+                if b.status in ("done", "running", "waiting") or (b.status == "failed" and not retry_failed):
+                    covered |= set(b.seeds)
+            again = [b for b in mine if b.status == "retry" or (b.status == "failed" and retry_failed)]
+            for b in again:
+                if set(b.seeds) <= wanted and not covered & set(b.seeds):
+                    self._enqueue(self.spec.block(labels, b.seeds))
+                    covered |= set(b.seeds)
+                    queued += 1
+            for run in consecutive_runs([s for s in self.spec.seeds if s not in covered]):
+                self._enqueue(self.spec.block(labels, run))
+                queued += 1
+        return queued
+
+    def _enqueue(self, p: Point) -> None:
+        self.study.enqueue_trial({**p.labels, "seed": p.seed, "num_seeds": p.num_seeds},
+                                 user_attrs={"key": p.key, "name": p.name, "labels": p.labels, "seeds": list(p.seeds)})
 
     @staticmethod
     def _grid_params(p: Point) -> dict[str, Any]:
@@ -312,11 +413,22 @@ class Ledger:
         frozen = self.storage.get_trial(trial_id)
         key = frozen.user_attrs["key"]
         same = [t for t in self.by_key().get(key, []) if t.number < frozen.number]
-        if self.spec.search is None and key not in {p.key for p in self.spec.points()}:
+        vector = self.spec.search is None and self.spec.vectorize_seeds
+        if vector:
+            labels, seeds = frozen.user_attrs.get("labels"), frozen.user_attrs.get("seeds") or []
+            in_spec = (labels in self.spec.combos() and set(seeds) <= set(self.spec.seeds)
+                       and consecutive_runs(seeds) == [list(seeds)])
+            overlapping = [t for t in self.trials() if t.number < frozen.number and t.user_attrs.get("labels") == labels
+                           and set(t.user_attrs.get("seeds") or []) & set(seeds)]
+        else:
+            in_spec = self.spec.search is not None or key in {p.key for p in self.spec.points()}
+            overlapping = same
+        if not in_spec:
             self._finish(frozen.number, trial_id, optuna.trial.TrialState.PRUNED, None, {"not_in_spec": True})
             return None
-        blocking = [t for t in same if t.state in (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING,
-                                                     optuna.trial.TrialState.COMPLETE)]
+        blocking = [t for t in overlapping if t.state in (optuna.trial.TrialState.WAITING,
+                                                          optuna.trial.TrialState.RUNNING,
+                                                          optuna.trial.TrialState.COMPLETE)]
         if blocking:
             self._finish(frozen.number, trial_id, optuna.trial.TrialState.PRUNED, None,
                          {"duplicate_of": blocking[0].number})
@@ -326,11 +438,14 @@ class Ledger:
             for axis in self.spec.axes:
                 trial.suggest_categorical(axis.name, axis.labels())
             trial.suggest_int("seed", 0, 2**31 - 1)
+            if vector:
+                trial.suggest_int("num_seeds", 1, 2**31 - 1)
         else:
             for p in self.spec.search.params:
                 _suggest(trial, p)
         tried = [t for t in same if t.state != optuna.trial.TrialState.PRUNED]
-        return self._own(trial, key, frozen.user_attrs.get("name", key), attempt=len(tried) + 1)
+        block = self.spec.block(labels, seeds) if vector else None
+        return self._own(trial, key, frozen.user_attrs.get("name", key), attempt=len(tried) + 1, block=block)
 
     def _ask(self) -> Claim | None:
         import optuna
@@ -348,22 +463,29 @@ class Ledger:
         self.storage.set_trial_user_attr(trial._trial_id, "name", key)
         return self._own(trial, key, key, attempt=1)
 
-    def _own(self, trial, key: str, name: str, attempt: int) -> Claim:
+    def _own(self, trial, key: str, name: str, attempt: int, block: Point | None = None) -> Claim:
         for k, v in (("host", self.host), ("hostname", socket.gethostname()), ("pid", os.getpid()),
                      ("heartbeat", time.time()), ("attempt", attempt)):
             self.storage.set_trial_user_attr(trial._trial_id, k, v)
         params = dict(trial.params)
+        num_seeds = None
         if self.spec.search is None:
-            point = next(p for p in self.spec.points() if p.key == key)
+            point = block or next(p for p in self.spec.points() if p.key == key)
             flags, files = dict(point.flags), list(point.flagfiles)
             runs = [(point.seed, os.path.join("trials", point.name))]
+            num_seeds = point.num_seeds
         else:
             flags = {p.name: p.text(params[p.name]) for p in self.spec.search.params}
             files = []
-            runs = [(s, os.path.join("trials", f"{name}_seed-{s}")) for s in self.spec.seeds]
+            if self.spec.vectorize_seeds:
+                first, last = self.spec.seeds[0], self.spec.seeds[-1]
+                runs = [(first, os.path.join("trials", f"{name}_seeds-{first}-{last}"))]
+                num_seeds = len(self.spec.seeds)
+            else:
+                runs = [(s, os.path.join("trials", f"{name}_seed-{s}")) for s in self.spec.seeds]
         self.storage.set_trial_user_attr(trial._trial_id, "flags", flags)
         self.storage.set_trial_user_attr(trial._trial_id, "workdirs", [w for _, w in runs])
-        return Claim(trial._trial_id, trial.number, key, name, flags, files, runs, params, attempt)
+        return Claim(trial._trial_id, trial.number, key, name, flags, files, runs, params, attempt, num_seeds)
 
     # ---- liveness
     def heartbeat(self, trial_id: int) -> bool:

@@ -1,9 +1,11 @@
 """Reports built from the ledger alone (no workdir is read): results.csv, results.md and plots/<metric>.png.
 
 results.csv has one row per run (grid point, or search trial × seed) with its status, attempts, axis labels,
-seed, metrics, trial_seconds (the trial process's wall time), host, workdir, axis flags and error. results.md has
-one row per axis combination (or search trial) with n (completed seeds), failures and every metric as mean ±
-sample standard deviation (ddof=1) over seeds; a reproduction's paper numbers stand beside ours. Plots
+seed, metrics, trial_seconds (the trial process's wall time), host, workdir, axis flags and error. With vectorised
+seeds a row is still one (axis combination, seed): its metrics are the seed's own (final.json["seeds"]), while
+trial_seconds, workdir, host, attempts and a failure belong to the one trial that trained all the block's seeds.
+results.md has one row per axis combination (or search trial) with n (completed seeds), failures and every metric
+as mean ± sample standard deviation (ddof=1) over seeds; a reproduction's paper numbers stand beside ours. Plots
 (matplotlib, Agg) show each seed's value, the mean and ± std per combination, and the paper's number if any.
 """
 
@@ -19,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from research.sweep.ledger import Ledger, point_status, retries_used
+from research.sweep.ledger import Ledger, blocks, point_status, retries_used, seed_view
 from research.sweep.spec import metric, point_key
 
 STATUS_ORDER = ("done", "failed", "running", "waiting", "retry", "new")
@@ -34,6 +36,8 @@ def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None
     mean = sum(xs) / len(xs)
     if len(xs) < 2:
         return mean, None, len(xs)
+    if min(xs) == max(xs):  # e.g. a value shared by a vectorised trial's seeds: exactly 0, not rounding noise
+        return xs[0], 0.0, len(xs)
     return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)), len(xs)
 
 
@@ -51,6 +55,8 @@ def collect(ledger: Ledger, record: Mapping[str, Any], max_retries: int = 2) -> 
     metrics = list(record.get("metrics", []))
     groups = ledger.by_key()
     search = record.get("search") is not None
+    if not search and record.get("vectorize_seeds"):
+        return _collect_blocks(groups, record, max_retries)
     if search:
         keys = list(groups)
     else:
@@ -67,17 +73,12 @@ def collect(ledger: Ledger, record: Mapping[str, Any], max_retries: int = 2) -> 
         if rep is None and not search:
             params = _parse_key(key)
         attrs = {} if rep is None else rep.user_attrs
-        error = attrs.get("error") or attrs.get("lost") or ""
-        if status == "failed" and rep is not None and attrs.get("retriable", True):
-            error = f"gave up after {retries_used(trials)} lost attempts: {error}"
-        base = {"key": key, "trial": None if rep is None else rep.number, "status": status,
-                "attempts": sum(1 for t in trials if t.state != TrialState.WAITING),
-                "host": attrs.get("hostname", ""), "error": error, "log_tail": attrs.get("log_tail", ""),
-                "flags": " ".join(f"--{k}={v}" for k, v in (attrs.get("flags") or {}).items())}
+        base = _base(key, rep, trials, status)
         results = attrs.get("results") or []
         if search:
             labels = {k: v for k, v in params.items()}
-            for r in results or [{}]:
+            pending = [{"seed": s} for s in record.get("seeds", [])] if record.get("vectorize_seeds") else [{}]
+            for r in results or pending:  # a vectorised trial without results: each of its seeds
                 rows.append({**base, "labels": labels, "seed": r.get("seed"), "workdir": r.get("workdir", ""),
                              "trial_seconds": r.get("seconds"),
                              "metrics": {m: metric(r["final"], m) if "final" in r else None for m in metrics},
@@ -89,6 +90,43 @@ def collect(ledger: Ledger, record: Mapping[str, Any], max_retries: int = 2) -> 
                          "workdir": (attrs.get("workdirs") or [""])[0], "trial_seconds": attrs.get("wall_seconds"),
                          "metrics": {m: metric(r["final"], m) if r else None for m in metrics},
                          "completed": status == "done"})
+    return rows
+
+
+def _base(key: str, rep: Any, trials: Sequence[Any], status: str) -> dict[str, Any]:
+    """The columns of a row that come from the trial that represents it (None: never tried)."""
+    from optuna.trial import TrialState
+
+    attrs = {} if rep is None else rep.user_attrs
+    error = attrs.get("error") or attrs.get("lost") or ""
+    if status == "failed" and rep is not None and attrs.get("retriable", True):
+        error = f"gave up after {retries_used(trials)} lost attempts: {error}"
+    return {"key": key, "trial": None if rep is None else rep.number, "status": status,
+            "attempts": sum(1 for t in trials if t.state != TrialState.WAITING),
+            "host": attrs.get("hostname", ""), "error": error, "log_tail": attrs.get("log_tail", ""),
+            "flags": " ".join(f"--{k}={v}" for k, v in (attrs.get("flags") or {}).items())}
+
+
+def _collect_blocks(groups: Mapping[str, Sequence[Any]], record: Mapping[str, Any],
+                    max_retries: int) -> list[dict[str, Any]]:
+    """Vectorised grid: one row per (axis combination, seed), its metrics from its block's per-seed results."""
+    from optuna.trial import TrialState
+
+    axes = record.get("axes", [])
+    combos = [dict(zip([a for a, _ in axes], combo, strict=True))
+              for combo in itertools.product(*(labels for _, labels in axes))]
+    rows = []
+    for labels, seed, status, block in seed_view(blocks(groups, max_retries), combos, record.get("seeds", [])):
+        trials = block.trials if block else ()
+        rep = next((t for t in trials if t.state == TrialState.COMPLETE), trials[-1] if trials else None)
+        attrs = {} if rep is None else rep.user_attrs
+        mine = next((r for r in attrs.get("results") or [] if r.get("seed") == seed and "final" in r), None)
+        done = status == "done" and mine is not None
+        rows.append({**_base(point_key(labels, seed), rep, trials, status), "labels": labels, "seed": seed,
+                     "block": None if block is None else block.key,
+                     "workdir": (attrs.get("workdirs") or [""])[0], "trial_seconds": attrs.get("wall_seconds"),
+                     "metrics": {m: metric(mine["final"], m) if done else None for m in record.get("metrics", [])},
+                     "completed": done})
     return rows
 
 
@@ -155,8 +193,12 @@ def markdown(rows: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) -> st
     if record.get("description"):
         lines += [record["description"], ""]
     runs = f"{len(rows)} run{'s' if len(rows) != 1 else ''}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    lines += [f"`{record.get('launch')}` with {files}; seeds {', '.join(map(str, record.get('seeds', [])))}; "
-              f"{runs}.",
+    vector = ""
+    if record.get("vectorize_seeds"):
+        vector = (" (vectorised: each " + ("trial" if search else "axis combination") + "'s seeds train in one "
+                  "`--num_seeds` process, which shares top-level values such as wall_seconds)")
+    lines += [f"`{record.get('launch')}` with {files}; seeds {', '.join(map(str, record.get('seeds', [])))}"
+              f"{vector}; {runs}.",
               "Metrics: mean ± sample standard deviation (ddof=1) over the completed seeds (n); "
               "a single seed shows its value.", ""]
     paper = _paper_lookup(record)
@@ -184,15 +226,22 @@ def markdown(rows: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) -> st
     if record.get("paper"):
         source = record["paper"].get("source") or "see the spec"
         lines += ["", f"{paper_label[:1].upper() + paper_label[1:]}: {source}."]
-    failed = [r for r in rows if r["status"] == "failed"]
+    failed: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in rows:  # a failed vectorised trial is one entry, though each of its seeds counts as failed
+        if r["status"] == "failed":
+            failed.setdefault((r["trial"], r.get("block") or r["key"]), []).append(r)
     if failed:
         lines += ["", "Failed runs (the last lines of each log are in the ledger and in results.csv):", ""]
-        for r in failed:
-            last = (r["log_tail"].strip().splitlines() or [""])[-1]
-            lines.append(f"- `{r['key']}` (trial {r['trial']}): {r['error']}" + (f" — `{last[:200]}`" if last else ""))
-    walls = [r["trial_seconds"] for r in rows if r["completed"] and r["trial_seconds"] is not None]
-    lines += ["", f"Trial wall time: {sum(walls):.0f} s in total over {len(walls)} completed run(s) "
-                  f"(median {sorted(walls)[len(walls) // 2]:.0f} s)." if walls else "",
+        for (trial, key), rs in failed.items():
+            last = (rs[0]["log_tail"].strip().splitlines() or [""])[-1]
+            seeds = f", seeds {', '.join(str(r['seed']) for r in rs)}" if rs[0].get("block") else ""
+            lines.append(f"- `{key}` (trial {trial}{seeds}): {rs[0]['error']}" + (f" — `{last[:200]}`" if last else ""))
+    processes = {(r["trial"], r["workdir"]): r["trial_seconds"] for r in rows
+                 if r["completed"] and r["trial_seconds"] is not None}  # a vectorised trial's seeds share one
+    walls = list(processes.values())
+    done = sum(1 for r in rows if r["completed"])
+    lines += ["", f"Trial wall time: {sum(walls):.0f} s in total over {len(walls)} trial process(es) for {done} "
+                  f"completed run(s) (median {sorted(walls)[len(walls) // 2]:.0f} s)." if walls else "",
               f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} from the ledger."]
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 

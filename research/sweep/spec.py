@@ -15,6 +15,8 @@ space), seeds, the metrics to report and, for reproductions, the paper's numbers
     adamw = { optimizer = "adamw", learning_rate = 1e-3, weight_decay = 1e-4 }
 
 A search spec has `[search]` (n_trials, sampler, seed) with `[search.params]` ranges instead of `[axes]`.
+`vectorize_seeds = true` runs a grid point's (or search trial's) seeds as one trial `--seed=<first>
+--num_seeds=<count>` (the launch module trains them in one vmapped program); the seeds must then be consecutive.
 A reproduction adds `[paper]` (source, rows of axis labels and metric values). docs/sweeps.md has the rest.
 Flag names and values are checked by asking the launch module itself (`check_flags`), so a typo is a spec
 error before any trial runs.
@@ -41,7 +43,8 @@ from research.errors import ConfigError
 
 RESERVED = ("seed", "workdir", "overwrite", "flagfile")  # set by the sweep itself
 _TOP_KEYS = {"name", "description", "launch", "flagfile", "flags", "axes", "seeds", "metrics", "objective",
-             "direction", "search", "paper"}
+             "direction", "search", "paper", "vectorize_seeds"}
+_SHARED_ONLY = ("metrics", "metrics_std", "seeds", "params_sha256")  # per-seed keys of a vectorised final.json
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -67,14 +70,20 @@ class Axis:
 
 @dataclasses.dataclass(frozen=True)
 class Point:
-    """One grid point: a variant of every axis and a seed; run as one trial in `trials/<name>`."""
+    """One ledger entry of a grid, run as one trial in `trials/<name>`: a variant of every axis and a seed, or
+    (vectorised seeds) a block of consecutive seeds `seed .. seed+num_seeds-1` trained in one process."""
 
-    key: str                  # identity in the ledger, e.g. "optimizer=adam,seed=1"
-    name: str                 # directory name, e.g. "optimizer-adam_seed-1"
+    key: str                  # identity in the ledger, e.g. "optimizer=adam,seed=1" or "optimizer=adam,seeds=0-2"
+    name: str                 # directory name, e.g. "optimizer-adam_seed-1" or "optimizer-adam_seeds-0-2"
     labels: dict[str, str]    # axis -> label
-    seed: int
+    seed: int                 # the (first) seed
     flags: dict[str, str]     # the axes' flags
     flagfiles: tuple[str, ...]  # the axes' extra flagfiles (absolute)
+    num_seeds: int | None = None  # a vectorised block of this many seeds (None: one plain seed)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return (self.seed,) if self.num_seeds is None else tuple(range(self.seed, self.seed + self.num_seeds))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,23 +147,44 @@ class Spec:
     search: Search | None = None
     paper: Paper | None = None
     description: str = ""
+    vectorize_seeds: bool = False     # a point's seeds run as one `--seed=S --num_seeds=N` trial
 
     # ---- grid
     def points(self) -> list[Point]:
-        """Every axis combination × every seed, in spec order (axes vary slowest to fastest, then seeds)."""
-        out = []
-        for combo in itertools.product(*(a.variants for a in self.axes)):
-            labels = {a.name: v.label for a, v in zip(self.axes, combo, strict=True)}
-            flags = {k: t for v in combo for k, t in v.flags.items()}
-            files = tuple(os.path.abspath(f) for v in combo for f in v.flagfiles)
-            for seed in self.seeds:
-                key = point_key(labels, seed)
-                out.append(Point(key, dir_name(key), labels, seed, flags, files))
-        return out
+        """What the ledger queues, in spec order (axes vary slowest to fastest, then seeds): every axis
+        combination × every seed, or with vectorised seeds one block of all the seeds per combination."""
+        if self.vectorize_seeds:
+            return [self.block(labels, self.seeds) for labels in self.combos()]
+        return [p for labels in self.combos() for p in self.seed_points(labels)]
+
+    def seed_points(self, labels: Mapping[str, str]) -> list[Point]:
+        """One plain point per seed of an axis combination (the rows of the report, vectorised or not)."""
+        flags, files = self._combo_flags(labels)
+        return [Point(key, dir_name(key), dict(labels), seed, flags, files)
+                for seed in self.seeds for key in [point_key(labels, seed)]]
+
+    def block(self, labels: Mapping[str, str], seeds: Sequence[int]) -> Point:
+        """The vectorised point of an axis combination and a run of consecutive seeds."""
+        if not seeds or list(seeds) != list(range(seeds[0], seeds[0] + len(seeds))):
+            raise ValueError(f"a block of seeds must be consecutive, got {list(seeds)}")
+        flags, files = self._combo_flags(labels)
+        key = block_key(labels, seeds[0], len(seeds))
+        return Point(key, dir_name(key), dict(labels), seeds[0], flags, files, num_seeds=len(seeds))
 
     def combos(self) -> list[dict[str, str]]:
         return [{a.name: v.label for a, v in zip(self.axes, c, strict=True)}
                 for c in itertools.product(*(a.variants for a in self.axes))]
+
+    def _combo_flags(self, labels: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
+        """The flags and extra flagfiles (absolute) of an axis combination given by its labels."""
+        variants = []
+        for axis in self.axes:
+            found = [v for v in axis.variants if v.label == labels.get(axis.name)]
+            if not found:
+                raise KeyError(f"axis {axis.name} has no label {labels.get(axis.name)!r}")
+            variants.append(found[0])
+        return ({k: t for v in variants for k, t in v.flags.items()},
+                tuple(os.path.abspath(f) for v in variants for f in v.flagfiles))
 
     # ---- commands
     def argv(self, flags: Mapping[str, str], flagfiles: Sequence[str] = ()) -> list[str]:
@@ -163,14 +193,20 @@ class Spec:
         return [*(f"--flagfile={f}" for f in files), *(f"--{k}={v}" for k, v in self.flags.items()),
                 *(f"--{k}={v}" for k, v in flags.items())]
 
-    def command(self, flags: Mapping[str, str], flagfiles: Sequence[str], seed: int, workdir: str) -> list[str]:
-        return [sys.executable, "-m", self.launch, *self.argv(flags, flagfiles), f"--seed={seed}",
+    def command(self, flags: Mapping[str, str], flagfiles: Sequence[str], seed: int, workdir: str,
+                num_seeds: int | None = None) -> list[str]:
+        """A trial's command; a vectorised one trains seeds seed .. seed+num_seeds-1 in one process."""
+        vector = [] if num_seeds is None else [f"--num_seeds={num_seeds}"]
+        return [sys.executable, "-m", self.launch, *self.argv(flags, flagfiles), f"--seed={seed}", *vector,
                 f"--workdir={workdir}"]
 
     # ---- the ledger's copy
     def identity(self) -> dict[str, Any]:
-        """What defines the trials: a sweep may only be continued by a spec with the same identity."""
-        return {"launch": self.launch, "flagfiles": [[f, flagfile_digest(f)] for f in self.flagfiles],
+        """What defines the trials: a sweep may only be continued by a spec with the same identity (seeds may
+        be added). Vectorised seeds change what a trial is, so they are part of it (only when on, so the ledgers
+        of plain sweeps keep their identity)."""
+        vector = {"vectorize_seeds": True} if self.vectorize_seeds else {}
+        return {**vector, "launch": self.launch, "flagfiles": [[f, flagfile_digest(f)] for f in self.flagfiles],
                 "flags": self.flags,
                 "axes": [[a.name, [[v.label, v.flags, [[f, flagfile_digest(f)] for f in v.flagfiles]]
                                    for v in a.variants]] for a in self.axes],
@@ -189,12 +225,51 @@ class Spec:
                 "metrics": list(self.metrics), "objective": self.objective, "direction": self.direction,
                 "search": None if self.search is None else {"n_trials": self.search.n_trials,
                                                              "params": [p.name for p in self.search.params]},
-                "paper": paper}
+                "paper": paper, "vectorize_seeds": self.vectorize_seeds}
 
 
 def point_key(labels: Mapping[str, str], seed: int) -> str:
     """A grid point's identity in the ledger: "axis=label,...,seed=S"."""
     return ",".join([*(f"{k}={v}" for k, v in labels.items()), f"seed={seed}"])
+
+
+def block_key(labels: Mapping[str, str], first: int, count: int) -> str:
+    """A vectorised block's identity in the ledger: "axis=label,...,seeds=FIRST-LAST"."""
+    return ",".join([*(f"{k}={v}" for k, v in labels.items()), f"seeds={first}-{first + count - 1}"])
+
+
+def consecutive_runs(seeds: Sequence[int]) -> list[list[int]]:
+    """Sorted seeds cut into maximal runs of consecutive integers: [0, 1, 2, 5, 6] -> [[0, 1, 2], [5, 6]]."""
+    runs: list[list[int]] = []
+    for s in sorted(seeds):
+        if runs and s == runs[-1][-1] + 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return runs
+
+
+def seed_finals(final: Mapping[str, Any], first: int, count: int) -> list[tuple[int, dict[str, Any]]]:
+    """Split a vectorised run's final.json into one final.json-like dict per seed.
+
+    Each seed gets its own `metrics` and `params_sha256` from `final["seeds"]`; every other top-level key
+    (step, wall_seconds, train_metrics (a mean over the seeds), ...) is shared by all of them. A one-seed block
+    ran without replicas, so its final.json is already the seed's. Raises ValueError when final.json does not
+    hold exactly the seeds first .. first+count-1.
+    """
+    want = list(range(first, first + count))
+    entries = final.get("seeds")
+    if entries is None and count == 1:
+        return [(first, dict(final))]
+    if (not isinstance(entries, list) or not all(isinstance(e, Mapping) and isinstance(e.get("metrics"), Mapping)
+                                                 for e in entries)):
+        raise ValueError(f"final.json has no per-seed results (a \"seeds\" list with metrics) for seeds {want}")
+    got = [e.get("seed") for e in entries]
+    if got != want:
+        raise ValueError(f"final.json holds seeds {got}, expected {want}")
+    shared = {k: v for k, v in final.items() if k not in _SHARED_ONLY}
+    return [(e["seed"], {**shared, "metrics": dict(e["metrics"]), "params_sha256": e.get("params_sha256"),
+                         "vectorized": {"first_seed": first, "num_seeds": count}}) for e in entries]
 
 
 def dir_name(key: str) -> str:
@@ -301,6 +376,12 @@ def parse(raw: Mapping[str, Any], path: str = "sweep.toml", name: str | None = N
         raise ConfigError(f"seeds must be a non-empty list of integers in [0, 2**31), got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds repeat a value: {seeds}")
+    vectorize = raw.get("vectorize_seeds", False)
+    if not isinstance(vectorize, bool):
+        raise ConfigError(f"vectorize_seeds must be true or false, got {vectorize!r}")
+    if vectorize and seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        raise ConfigError(f"vectorize_seeds = true trains a point's seeds as one run --seed=S --num_seeds=N, so "
+                          f"seeds must be consecutive increasing integers such as [0, 1, 2]; got {seeds}")
 
     metrics = raw.get("metrics")
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) and m for m in metrics):
@@ -322,7 +403,7 @@ def parse(raw: Mapping[str, Any], path: str = "sweep.toml", name: str | None = N
 
     spec = Spec(name=name, path=path, launch=launch, flagfiles=tuple(flagfiles), flags=flags, axes=axes,
                 seeds=tuple(seeds), metrics=tuple(metrics), objective=objective, direction=direction,
-                search=search, description=str(raw.get("description", "")))
+                search=search, description=str(raw.get("description", "")), vectorize_seeds=vectorize)
     if search is None:
         names = [p.name for p in spec.points()]
         if len(set(names)) != len(names):
@@ -341,6 +422,9 @@ def _check_file(path: str, what: str) -> None:
 
 
 def _check_flag_name(name: str, where: str) -> None:
+    if name == "num_seeds":
+        raise ConfigError(f"{where}: --num_seeds is set by the sweep: put `vectorize_seeds = true` in the spec to "
+                          f"train each point's seeds in one program")
     if name in RESERVED:
         raise ConfigError(f"{where}: --{name} is set by the sweep itself (seeds come from `seeds`, each trial gets "
                           f"its own workdir; base flagfiles go in `flagfile`)")
@@ -511,22 +595,30 @@ except BaseException as e:
 else:
     F = flags.FLAGS
     out["known"] = sorted(F)
+    out["values"] = []
     for argv in req["argvs"]:
         try:
             F.unparse_flags()
             F(["probe", *argv])
             out["results"].append(None)
+            values = {n: F[n].value for n in req.get("values", []) if n in F}
+            out["values"].append({n: v if isinstance(v, (bool, int, float, str, type(None))) else str(v)
+                                  for n, v in values.items()})
         except flags.Error as e:
             out["results"].append(str(e))
+            out["values"].append({})
 json.dump(out, open(sys.argv[2], "w"))
 """
 
 
-def _probe(module: str, argvs: list[list[str]], timeout: float = 300) -> dict[str, Any]:
+def _probe(module: str, argvs: list[list[str]], timeout: float = 300,
+           values: Sequence[str] = ()) -> dict[str, Any]:
+    """Import `module` in a subprocess and parse each argv with its absl flags: the known flag names, an error
+    (or None) per argv, and the parsed values of the flags named in `values`."""
     with tempfile.TemporaryDirectory(prefix="sweep-probe-") as tmp:
         req, out = os.path.join(tmp, "req.json"), os.path.join(tmp, "out.json")
         with open(req, "w") as f:
-            json.dump({"module": module, "argvs": argvs}, f)
+            json.dump({"module": module, "argvs": argvs, "values": list(values)}, f)
         proc = subprocess.run([sys.executable, "-c", _PROBE, req, out], capture_output=True, text=True,
                               timeout=timeout, env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS",
                                                                                                    "cpu")})
@@ -538,7 +630,9 @@ def _probe(module: str, argvs: list[list[str]], timeout: float = 300) -> dict[st
 
 
 def check_flags(spec: Spec) -> None:
-    """Ask the launch module (in a subprocess) whether every flag name and value of the spec is valid."""
+    """Ask the launch module (in a subprocess) whether every flag name and value of the spec is valid; with
+    vectorised seeds also whether it accepts --num_seeds (and is not asked for --red_blue, which the training
+    loop refuses to combine with it); without, that no flagfile sets --num_seeds behind the sweep's back."""
     combos: list[tuple[str, list[str]]] = []
     if spec.search is None:
         for combo in itertools.product(*(a.variants for a in spec.axes)):
@@ -551,13 +645,17 @@ def check_flags(spec: Spec) -> None:
         for p in spec.search.params:
             values = p.choices if p.kind == "categorical" else [p.text(p.low), p.text(p.high)]
             combos += [(f"{p.name}={v}", spec.argv({p.name: v})) for v in values]
-    res = _probe(spec.launch, [argv for _, argv in combos])
+    vector = [f"--num_seeds={len(spec.seeds)}"] if spec.vectorize_seeds else []
+    res = _probe(spec.launch, [[*argv, *vector] for _, argv in combos], values=("num_seeds", "red_blue"))
     if res["error"]:
         raise ConfigError(f"spec {spec.path}: cannot import launch module {spec.launch}: {res['error']}")
     known = set(res["known"])
     for flag in ("seed", "workdir"):
         if flag not in known:
             raise ConfigError(f"spec {spec.path}: {spec.launch} has no --{flag} flag; a sweep sets both per trial")
+    if spec.vectorize_seeds and "num_seeds" not in known:
+        raise ConfigError(f"spec {spec.path}: vectorize_seeds = true needs a launch module that trains several "
+                          f"seeds in one run (--num_seeds); {spec.launch} does not define --num_seeds")
     places = [("[flags]", spec.flags)]
     places += [(f"[axes] {a.name}" if a.plain else f"[axes.{a.name}] {v.label}", v.flags)
                for a in spec.axes for v in a.variants]
@@ -569,6 +667,12 @@ def check_flags(spec: Spec) -> None:
                 hint = f" (did you mean --{close[0]}?)" if close else ""
                 raise ConfigError(f"spec {spec.path}: unknown flag --{name} in {where}: {spec.launch} does not "
                                   f"define it{hint}")
-    for (what, _), err in zip(combos, res["results"], strict=True):
+    for (what, _), err, values in zip(combos, res["results"], res["values"], strict=True):
         if err:
             raise ConfigError(f"spec {spec.path}: {what}: {err}")
+        if spec.vectorize_seeds and values.get("red_blue") is True:
+            raise ConfigError(f"spec {spec.path}: {what}: --red_blue trains its own two replicas and cannot be "
+                              f"combined with --num_seeds; set vectorize_seeds = false for this spec")
+        if not spec.vectorize_seeds and values.get("num_seeds", 1) != 1:
+            raise ConfigError(f"spec {spec.path}: {what}: the flagfiles set --num_seeds={values['num_seeds']}, but "
+                              f"each seed of the sweep is its own trial; remove it (or set vectorize_seeds = true)")

@@ -4,7 +4,8 @@
                                                         the storage URL, comes on stdin, never on argv)
 
 A trial is `python -m <launch> --flagfile=... --<flags> --seed=S --workdir=<sweep_dir>/trials/<name>`, with
-its output appended to `<sweep_dir>/logs/<name>.log`; its result is the workdir's final.json. While it runs,
+its output appended to `<sweep_dir>/logs/<name>.log`; its result is the workdir's final.json. A vectorised trial
+adds `--num_seeds=N` and its final.json is split into one result per seed (`spec.seed_finals`). While it runs,
 a thread writes the trial's heartbeat to the ledger; if the ledger says the trial was declared lost meanwhile,
 the subprocess is killed (a retry owns the point now). Trial subprocesses die with their worker
 (PR_SET_PDEATHSIG), so a killed worker leaves no orphan holding the workdir's lock. SIGTERM/SIGINT stop the
@@ -27,7 +28,7 @@ import traceback
 from typing import Any
 
 from research.sweep import ledger as ledger_lib
-from research.sweep.spec import Spec, load
+from research.sweep.spec import Spec, load, seed_finals
 
 _EXIT_REASONS = {2: "config error (exit 2)", 3: "non-finite loss or norm (exit 3)"}
 LOG_TAIL_LINES = 20
@@ -142,9 +143,10 @@ class Worker:
         try:
             for seed, rel in claim.runs:
                 workdir = os.path.join(self.cfg.sweep_dir, rel)
-                cmd = self.spec.command(claim.flags, claim.flagfiles, seed, workdir)
+                cmd = self.spec.command(claim.flags, claim.flagfiles, seed, workdir, claim.num_seeds)
+                seeds = f"seed {seed}" if claim.num_seeds is None else f"seeds {seed}-{seed + claim.num_seeds - 1}"
                 with open(log_path, "a") as log:
-                    log.write(f"==== trial {claim.number} attempt {claim.attempt} seed {seed} on "
+                    log.write(f"==== trial {claim.number} attempt {claim.attempt} {seeds} on "
                               f"{self.ledger.host.split(':')[0]} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
                               f"==== {' '.join(cmd)}\n")
                     log.flush()
@@ -184,7 +186,19 @@ class Worker:
                                      wall=time.time() - start)
                     self.say(f"trial {claim.number}: FAILED, no final.json")
                     return
-                results.append({"seed": seed, "workdir": rel, "final": final, "seconds": round(seconds, 2)})
+                if claim.num_seeds is None:
+                    results.append({"seed": seed, "workdir": rel, "final": final, "seconds": round(seconds, 2)})
+                    continue
+                try:
+                    per_seed = seed_finals(final, seed, claim.num_seeds)
+                except ValueError as e:
+                    beat.stop()
+                    self.ledger.fail(claim, code, f"vectorised run {workdir}: {e}", _tail(log_path, offset),
+                                     retriable=False, results=results, wall=time.time() - start)
+                    self.say(f"trial {claim.number}: FAILED, {e}")
+                    return
+                results += [{"seed": s, "workdir": rel, "final": f, "seconds": round(seconds, 2),
+                             "vectorized": claim.num_seeds} for s, f in per_seed]
             beat.stop()
             wall = time.time() - start
             if self.ledger.succeed(claim, results, wall):
@@ -192,6 +206,7 @@ class Worker:
 
                 shown = " ".join(f"{m}={v:.4g}" for m in self.spec.metrics
                                  if (v := metric(results[0]["final"], m)) is not None)
+                shown += f" (seed {results[0]['seed']} of {len(results)})" if len(results) > 1 else ""
                 self.say(f"trial {claim.number}: done in {wall:.1f} s {shown}")
             else:
                 self.say(f"trial {claim.number}: finished, but the ledger had already closed it")
