@@ -2,7 +2,9 @@
 
 A replicated run's state is the single-run state with a leading replica axis on every leaf.
 - `--num_seeds=N`: replica i is initialised from `PRNGKey(seed + i)` and reads the data in the order of
-  seed + i, so it is the run `--seed=seed+i`, computed alongside the others by `jax.vmap`.
+  seed + i: it is the run `--seed=seed+i` computed alongside the others by `jax.vmap`, equal to it up to float
+  summation order (vmap batches the matmuls, so results may differ in the last bits, which adaptive optimizers
+  can amplify over thousands of steps).
 - `--red_blue`: two replicas start from the same initialisation, each trains on its own half of the training
   set, and every `fuse_every` steps both are set to the average of their parameters (optimizer states stay
   separate). This is model averaging with two replicas (as in local SGD / federated averaging), nothing more.
