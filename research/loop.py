@@ -13,8 +13,9 @@ Speed (small models are dispatch-bound, so these matter more than FLOPs):
   checkpoint or fuse boundary, so those stay exact.
 - `num_seeds=N` trains N replicas (seed, seed+1, ...) in one program (`jax.vmap` over the state); replica i
   has the init and data order of the run `--seed=seed+i` and equals it up to float summation order (vmap
-  batches the matmuls: bitwise for some runs, last-bit drift amplified by Adam in others). `red_blue` trains two replicas from one init on the two halves of the training
-  set and averages their parameters every `fuse_every` steps (model averaging; see research/replicas.py).
+  batches the matmuls: bitwise for some runs, last-bit drift amplified by Adam in others). `red_blue`
+  trains two replicas from one init on the two halves of the training set and averages their parameters
+  every `fuse_every` steps (model averaging; see research/replicas.py).
 - In-memory datasets are copied to the devices once and batches are gathered there from indices.
 """
 

@@ -1,6 +1,6 @@
 """Datasets by name (`load`) and the batching pipeline."""
 
-from research.data import offline, sequences, text, tfds_source  # noqa: F401  (registers the sources)
+from research.data import gaussians, offline, sequences, text, tfds_source  # noqa: F401  (registers the sources)
 from research.data.pipeline import ArrayPipeline, Pipeline, StreamPipeline, map_batches, train_pipeline
 from research.data.registry import Dataset, load, names, register
 

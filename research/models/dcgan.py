@@ -1,0 +1,160 @@
+"""DCGAN generator and discriminator/critic (Radford et al. 2016) for square images.
+
+Image sizes of the form s0 * 2^n with s0 <= 7 after halving (28 = 7 * 4, 32 = 4 * 8, 64 = 4 * 16): the generator
+projects z to s0 x s0 feature maps and doubles the resolution n times with 4x4 stride-2 transposed convolutions;
+the discriminator mirrors it with 4x4 stride-2 convolutions. Weights are drawn from N(0, 0.02) as in DCGAN.
+
+XLA:CPU runs transposed convolutions slowly, so `Upsample2x` computes the same 4x4 stride-2 transposed
+convolution as one 3x3 convolution to 4x the channels (the kernel's four phases) followed by depth-to-space;
+`upsample="transpose"` uses `nn.ConvTranspose` instead. Both hold the same parameters, so checkpoints work with
+either, and `tests/test_gan_models.py` checks that they agree.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from research.errors import ConfigError
+
+DCGAN_INIT = nn.initializers.normal(0.02)
+UPSAMPLERS = ("phase", "transpose")
+
+# For output phase p (even/odd rows), which tap of the 4-tap transposed kernel multiplies the input at offsets
+# -1, 0, +1 (4 = a zero tap). Derived from lax.conv_transpose's SAME padding for k=4, s=2: output 2i is
+# w[0] x[i-1] + w[2] x[i], output 2i+1 is w[1] x[i] + w[3] x[i+1].
+_PHASE_TAPS = jnp.array([[0, 2, 4], [4, 1, 3]])
+
+
+def resolution_plan(size: int) -> tuple[int, int]:
+    """(base resolution s0, number of 2x upsamplings n) with size = s0 * 2^n; ConfigError if n would be 0."""
+    base, n = size, 0
+    while base % 2 == 0 and base > 4:
+        base, n = base // 2, n + 1
+    if n == 0 or base > 7:
+        raise ConfigError(f"image size {size} is not supported by the DCGAN models; use s0 * 2^n with s0 <= 7 "
+                          f"and n >= 1 (e.g. 28, 32, 64)")
+    return base, n
+
+
+def phase_kernel(kernel: jax.Array) -> jax.Array:
+    """A 4x4 transposed-conv kernel (4, 4, in, out) as a 3x3 conv kernel (3, 3, in, 4 * out) whose output
+    channels are ordered (row phase, column phase, out)."""
+    k_in, k_out = kernel.shape[2], kernel.shape[3]
+    padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # index 4 is the zero tap
+    rows = padded[_PHASE_TAPS]                  # (2 ph, 3 a, 5, in, out)
+    both = rows[:, :, _PHASE_TAPS]              # (2 ph, 3 a, 2 pw, 3 b, in, out)
+    both = both.transpose(1, 3, 4, 0, 2, 5)     # (3 a, 3 b, in, 2 ph, 2 pw, out)
+    return both.reshape(3, 3, k_in, 4 * k_out)
+
+
+def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
+    """(N, H, W, b*b*C) with channels ordered (row phase, col phase, C) -> (N, b*H, b*W, C)."""
+    n, h, w, c = x.shape
+    x = x.reshape(n, h, w, block, block, c // (block * block))
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, h * block, w * block, c // (block * block))
+
+
+class Upsample2x(nn.Module):
+    """`nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")`, same parameters and outputs,
+    computed as a 3x3 convolution followed by depth-to-space."""
+
+    features: int
+    kernel_init: nn.initializers.Initializer = DCGAN_INIT
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
+        y = jax.lax.conv_general_dilated(x, phase_kernel(kernel).astype(x.dtype), (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = depth_to_space(y)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y
+
+
+def _upsample(kind: str, features: int, use_bias: bool, name: str) -> nn.Module:
+    if kind == "phase":
+        return Upsample2x(features, use_bias=use_bias, name=name)
+    if kind == "transpose":
+        return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", kernel_init=DCGAN_INIT,
+                                use_bias=use_bias, name=name)
+    raise ConfigError(f"unknown upsampling {kind!r}; choose one of {', '.join(UPSAMPLERS)}")
+
+
+def _bn(train: bool, name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        scale_init=lambda k, s, d=jnp.float32: 1.0 + 0.02 * jax.random.normal(k, s, d), name=name)
+
+
+class DCGANGenerator(nn.Module):
+    """z (and a label, if conditional) -> image in [-1, 1] of shape (size, size, channels).
+
+    Widths: the last upsampling block has `width` channels, each earlier one twice as many, the projection
+    of z as many as the first block's input.
+    """
+
+    size: int
+    channels: int
+    width: int = 64
+    batch_norm: bool = True
+    num_classes: int = 0        # > 0: conditional on an integer label (embedding concatenated to z)
+    embed_dim: int = 16
+    upsample: str = "phase"
+
+    @nn.compact
+    def __call__(self, z: jax.Array, labels: jax.Array | None = None, *, train: bool = False) -> jax.Array:
+        base, n_up = resolution_plan(self.size)
+        if self.num_classes:
+            z = jnp.concatenate([z, nn.Embed(self.num_classes, self.embed_dim, name="label_embed")(labels)], -1)
+        width0 = self.width * 2 ** (n_up - 1)
+        x = nn.Dense(base * base * width0, kernel_init=DCGAN_INIT, use_bias=not self.batch_norm, name="project")(z)
+        x = x.reshape(z.shape[0], base, base, width0)
+        if self.batch_norm:
+            x = _bn(train, "project_bn")(x)
+        x = nn.relu(x)
+        for i in range(n_up - 1):
+            x = _upsample(self.upsample, self.width * 2 ** (n_up - 2 - i), not self.batch_norm, f"up{i}")(x)
+            if self.batch_norm:
+                x = _bn(train, f"up{i}_bn")(x)
+            x = nn.relu(x)
+        x = _upsample(self.upsample, self.channels, True, f"up{n_up - 1}")(x)
+        return jnp.tanh(x)
+
+
+class DCGANDiscriminator(nn.Module):
+    """Image (and a label, if conditional) -> one logit / critic value per example.
+
+    4x4 stride-2 convolutions with LeakyReLU(0.2); batch norm on every block but the first (`batch_norm=False`
+    for WGAN-GP critics, whose penalty is per example); optional spectral normalisation of every layer.
+    """
+
+    size: int
+    width: int = 64
+    batch_norm: bool = True
+    spectral_norm: bool = False
+    num_classes: int = 0        # > 0: conditional (a learned label map concatenated as an input channel)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array | None = None, *, train: bool = False) -> jax.Array:
+        _, n_down = resolution_plan(self.size)
+
+        def layer(module: nn.Module, h: jax.Array) -> jax.Array:
+            if self.spectral_norm:
+                return nn.SpectralNorm(module)(h, update_stats=train)
+            return module(h)
+
+        if self.num_classes:
+            label_map = nn.Embed(self.num_classes, x.shape[1] * x.shape[2], name="label_embed")(labels)
+            x = jnp.concatenate([x, label_map.reshape(*x.shape[:3], 1)], -1)
+        for i in range(n_down):
+            use_bn = self.batch_norm and i > 0
+            x = layer(nn.Conv(self.width * 2 ** i, (4, 4), strides=(2, 2), padding="SAME", kernel_init=DCGAN_INIT,
+                              use_bias=not use_bn, name=f"down{i}"), x)
+            if use_bn:
+                x = _bn(train, f"down{i}_bn")(x)
+            x = nn.leaky_relu(x, 0.2)
+        x = x.reshape(x.shape[0], -1)
+        return layer(nn.Dense(1, kernel_init=DCGAN_INIT, name="logit"), x)[:, 0]
