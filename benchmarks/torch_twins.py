@@ -57,7 +57,7 @@ class TorchDCGAN:
         err_g = self.loss(self.d(fake).view(-1), ones)
         err_g.backward()
         self.opt_g.step()
-        return float(err_g)
+        return err_g.item()
 
 
 class TorchLSTMLM(nn.Module):
@@ -94,4 +94,4 @@ class TorchLMTrainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 0.25)
         self.opt.step()
-        return float(loss)
+        return loss.item()
