@@ -8,6 +8,7 @@ shapes, so a checkpoint from another architecture is a clear error instead of a 
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
@@ -48,6 +49,9 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        """Save `state` and JSON `meta` at `step`. `meta` is copied now: an async save serialises it later, and the
+        caller may mutate what it references (the loop's log window) in the meantime."""
+        meta = json.loads(json.dumps(meta))
         self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                          meta=ocp.args.JsonSave(meta)), force=True)
 

@@ -38,6 +38,19 @@ def test_roundtrip_keeps_k_and_places_on_the_mesh(tmp_path):
     assert len(state["params"]["w"].sharding.device_set) == jax.device_count()
 
 
+def test_async_save_keeps_meta_as_it_was_at_the_call(tmp_path):
+    # The loop keeps appending to the log window it passed in; the checkpoint must not see those appends.
+    window = []
+    ckpt = Checkpointer(tmp_path / "c", async_save=True)
+    ckpt.save(1, _state(2), {"log_window": window})
+    window.append({"loss": 1.0})
+    ckpt.close()
+    ckpt = Checkpointer(tmp_path / "c")
+    _, meta = ckpt.restore(1, _abstract(_state(2)))
+    ckpt.close()
+    assert meta == {"log_window": []}
+
+
 def test_other_architecture_is_a_clear_error_and_leaves_files(tmp_path):
     ckpt = Checkpointer(tmp_path / "c")
     ckpt.save(5, _state(4), {})
