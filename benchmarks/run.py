@@ -12,7 +12,7 @@ import time
 
 import jax
 
-BENCHMARKS = ["dcgan_torch", "lstm_torch", "steps_per_call", "seeds", "mlp_flops", "startup"]
+BENCHMARKS = ["dcgan_torch", "dcgan_layers", "lstm_torch", "lstm_parts", "steps_per_call", "seeds", "mlp_flops", "startup"]
 
 
 def main() -> None:

@@ -75,7 +75,8 @@ class Upsample2x(nn.Module):
         return y
 
 
-def _upsample(kind: str, features: int, use_bias: bool, name: str) -> nn.Module:
+def upsample_layer(kind: str, features: int, use_bias: bool, name: str | None) -> nn.Module:
+    """A 4x4 stride-2 upsampling layer: `Upsample2x` ("phase") or Flax's `nn.ConvTranspose` ("transpose")."""
     if kind == "phase":
         return Upsample2x(features, use_bias=use_bias, name=name)
     if kind == "transpose":
@@ -116,11 +117,11 @@ class DCGANGenerator(nn.Module):
             x = _bn(train, "project_bn")(x)
         x = nn.relu(x)
         for i in range(n_up - 1):
-            x = _upsample(self.upsample, self.width * 2 ** (n_up - 2 - i), not self.batch_norm, f"up{i}")(x)
+            x = upsample_layer(self.upsample, self.width * 2 ** (n_up - 2 - i), not self.batch_norm, f"up{i}")(x)
             if self.batch_norm:
                 x = _bn(train, f"up{i}_bn")(x)
             x = nn.relu(x)
-        x = _upsample(self.upsample, self.channels, True, f"up{n_up - 1}")(x)
+        x = upsample_layer(self.upsample, self.channels, True, f"up{n_up - 1}")(x)
         return jnp.tanh(x)
 
 
