@@ -69,17 +69,16 @@ def build_task():
 def main() -> None:
     from research.loop import train_and_evaluate
 
-    common.setup_distributed()
+    common.setup_runtime()
     loop = common.loop_config()
     loop.validate()
     task = build_task()
     workdir = common.prepare_workdir(PICTURE_FLAGS)
     final = train_and_evaluate(task, loop, workdir)
     m = final["metrics"]
-    print(f"final test metrics (step {final['step']}): " + " ".join(f"{k}={v:.4f}" for k, v in m.items()))
-    print(f"test squared error per image: autoencoder {m['sq_error']:.3f}, PCA with {task.model.latent} "
-          f"components {m['pca_sq_error']:.3f}")
-    print(f"wrote {workdir.path / 'final.json'} and pictures in {workdir.path / 'images'}")
+    common.print_final(final, workdir, extra=(
+        f"test squared error per image: autoencoder {m['sq_error']:.3f}, PCA with {task.model.latent} "
+        f"components {m['pca_sq_error']:.3f}", f"pictures in {workdir.path / 'images'}"))
 
 
 if __name__ == "__main__":

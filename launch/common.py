@@ -178,7 +178,7 @@ def adopt_run_flags(allowed: Iterable[str] = ()) -> None:
         FLAGS[name].parse(text)
 
 
-def setup_distributed() -> None:
+def setup_runtime() -> None:
     """Join a multi-process run if asked, and turn on the persistent compilation cache."""
     from research.parallel import enable_compilation_cache, initialize_distributed
     from research.paths import cache_dir
@@ -191,13 +191,16 @@ def setup_distributed() -> None:
         enable_compilation_cache(path)
 
 
-def print_final(final: dict, workdir) -> None:
-    """The last lines of every training run: final test metrics and where they were written (process 0)."""
+def print_final(final: dict, workdir, extra: tuple[str, ...] = ()) -> None:
+    """The last lines of every training run, on process 0 only: final test metrics, any family-specific
+    `extra` lines, and where they were written."""
     import jax
 
     if jax.process_index() == 0:
         print(f"final test metrics (step {final['step']}): "
               + " ".join(f"{k}={v:.4f}" for k, v in final["metrics"].items()))
+        for line in extra:
+            print(line)
         print(f"wrote {workdir.path / 'final.json'}")
 
 

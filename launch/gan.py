@@ -166,8 +166,7 @@ def train() -> None:
     task = build_task()
     workdir = common.prepare_workdir(SAMPLE_FLAGS)
     final = train_and_evaluate(task, loop, workdir)
-    common.print_final(final, workdir)
-    print(f"pictures in {workdir.path / 'images'}")
+    common.print_final(final, workdir, extra=(f"pictures in {workdir.path / 'images'}",))
 
 
 def sample() -> None:
@@ -241,7 +240,7 @@ def evaluator() -> None:
 
 
 def main() -> None:
-    common.setup_distributed()
+    common.setup_runtime()
     {"train": train, "sample": sample, "evaluator": evaluator}[FLAGS.mode]()
 
 

@@ -27,7 +27,7 @@ def main() -> None:
     from research.models.mlp import MLP
     from research.tasks.supervised import SupervisedConfig, SupervisedTask
 
-    common.setup_distributed()
+    common.setup_runtime()
     if not FLAGS.dataset:
         raise ConfigError("--dataset is required")
     try:

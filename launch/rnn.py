@@ -178,7 +178,7 @@ def main() -> None:
 
     from research.loop import train_and_evaluate
 
-    common.setup_distributed()
+    common.setup_runtime()
     if FLAGS.mode == "sample":
         sample()
         return
