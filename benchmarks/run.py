@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import platform
+import sys
 import time
 
 import jax
 
-BENCHMARKS = ["dcgan_torch", "dcgan_layers", "lstm_torch", "lstm_parts", "steps_per_call", "seeds", "mlp_flops", "startup"]
+BENCHMARKS = ["dcgan_torch", "dcgan_layers", "lstm_torch", "lstm_parts", "steps_per_call", "seeds", "mlp_flops",
+              "startup"]
 
 
 def main() -> None:
@@ -22,9 +24,15 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {jax.device_count()} JAX devices "
           f"({jax.devices()[0].platform}), jax {jax.__version__}, {time.strftime('%Y-%m-%d %H:%M')}\n", flush=True)
+    failed = []
     for name in args.only or BENCHMARKS:
-        module = importlib.import_module(f"benchmarks.{name}")
-        module.main(repeats=args.repeats)
+        try:
+            importlib.import_module(f"benchmarks.{name}").main(repeats=args.repeats)
+        except Exception as e:  # report it and go on: one broken benchmark should not void the others' timings
+            print(f"### {name} FAILED: {type(e).__name__}: {str(e)[-1500:]}\n", flush=True)
+            failed.append(name)
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
