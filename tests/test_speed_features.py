@@ -67,12 +67,13 @@ def test_num_seeds_params_match_single_runs_to_float_tolerance():
     stacked = jax.jit(_init_fn(task, cfg))(jax.random.PRNGKey(0))
     batch = {k: jnp.asarray(v[:64]) for k, v in task.dataset.split("train").items()}
     stacked_batch = jax.tree.map(lambda x: jnp.stack([x, x[::-1]]), batch)
+    vmapped_step, step, init = jax.jit(jax.vmap(task.train_step)), jax.jit(task.train_step), jax.jit(task.init_state)
     for _ in range(5):
-        stacked, _ = jax.jit(jax.vmap(task.train_step))(stacked, stacked_batch)
+        stacked, _ = vmapped_step(stacked, stacked_batch)
     for i, b in enumerate((batch, jax.tree.map(lambda x: x[::-1], batch))):
-        single = jax.jit(task.init_state)(jax.random.PRNGKey(i))
+        single = init(jax.random.PRNGKey(i))
         for _ in range(5):
-            single, _ = jax.jit(task.train_step)(single, b)
+            single, _ = step(single, b)
         for x, y in zip(jax.tree.leaves(replicas.take(stacked, i).params), jax.tree.leaves(single.params),
                         strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
