@@ -49,7 +49,28 @@ class Pipeline:
         return local if self.sharding is None else parallel.to_global(local, self.sharding)
 
 
-class ArrayPipeline(Pipeline):
+class EpochPipeline(Pipeline):
+    """A pipeline whose position is (epoch, batch index within the epoch); per-epoch state it caches is keyed
+    by the epoch, so restoring a position needs no more than setting these two numbers."""
+
+    steps_per_epoch: int
+    source = "dataset"  # what the error calls the data when a saved position does not fit
+    _epoch: int = 0
+    _index: int = 0
+
+    @property
+    def position(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "index": self._index}
+
+    def restore(self, position: Mapping[str, int]) -> None:
+        epoch, index = int(position["epoch"]), int(position["index"])
+        if not 0 <= index < self.steps_per_epoch:
+            raise ConfigError(f"saved data position {dict(position)} does not fit this {self.source} "
+                              f"({self.steps_per_epoch} batches per epoch)")
+        self._epoch, self._index = epoch, index
+
+
+class ArrayPipeline(EpochPipeline):
     """Epochs over in-memory arrays (or the subset `rows` of them); epoch `e` visits the rows in the order
     `default_rng([seed, e]).permutation(len(rows))`.
 
@@ -83,17 +104,6 @@ class ArrayPipeline(Pipeline):
         cut = self.n // 2
         return tuple(ArrayPipeline(self.arrays, self.batch_size, seed=self.seed, sharding=self.sharding,
                                    shuffle=self.shuffle, rows=np.sort(part)) for part in (perm[:cut], perm[cut:]))
-
-    @property
-    def position(self) -> dict[str, int]:
-        return {"epoch": self._epoch, "index": self._index}
-
-    def restore(self, position: Mapping[str, int]) -> None:
-        epoch, index = int(position["epoch"]), int(position["index"])
-        if not 0 <= index < self.steps_per_epoch:
-            raise ConfigError(f"saved data position {dict(position)} does not fit this dataset "
-                              f"({self.steps_per_epoch} batches per epoch)")
-        self._epoch, self._index, self._order = epoch, index, None
 
     def next_rows(self) -> np.ndarray:
         """Indices into `arrays` of the next global batch; advances the position."""

@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from research import parallel
-from research.data.pipeline import Batch, Pipeline
+from research.data.pipeline import Batch, EpochPipeline
 from research.data.registry import Dataset, load, register
 from research.errors import ConfigError
 
@@ -108,12 +108,14 @@ def stream_chunks(tokens: np.ndarray, batch: int, unroll: int) -> tuple[np.ndarr
     return tokens[idx], tokens[idx + 1]
 
 
-class TBPTTPipeline(Pipeline):
+class TBPTTPipeline(EpochPipeline):
     """Consecutive chunks of `batch_size` parallel streams (see the module docstring).
 
     Epoch `e` starts its streams `default_rng([seed, e]).integers(unroll)` characters into the text, so chunk
     boundaries move from epoch to epoch; every epoch has the same number of batches. Position: (epoch, index).
     """
+
+    source = "text"
 
     def __init__(self, tokens: np.ndarray, batch_size: int, unroll: int, *, seed: int,
                  sharding: NamedSharding | None = None):
@@ -129,17 +131,6 @@ class TBPTTPipeline(Pipeline):
 
     def offset(self, epoch: int) -> int:
         return int(np.random.default_rng([self.seed, epoch]).integers(self.unroll))
-
-    @property
-    def position(self) -> dict[str, int]:
-        return {"epoch": self._epoch, "index": self._index}
-
-    def restore(self, position: Mapping[str, int]) -> None:
-        epoch, index = int(position["epoch"]), int(position["index"])
-        if not 0 <= index < self.steps_per_epoch:
-            raise ConfigError(f"saved data position {dict(position)} does not fit this text "
-                              f"({self.steps_per_epoch} batches per epoch)")
-        self._epoch, self._index, self._chunks = epoch, index, None
 
     def next_local(self) -> Batch:
         if self._chunks is None or self._chunks[0] != self._epoch:
