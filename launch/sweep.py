@@ -32,6 +32,8 @@ flags.DEFINE_bool("retry_failed", False, "Queue the points whose last trial fail
 flags.DEFINE_integer("max_retries", 2, "Retries of a point whose worker died or whose trial was killed by a signal.")
 flags.DEFINE_float("heartbeat_seconds", 10.0, "Seconds between a running trial's heartbeats.")
 flags.DEFINE_float("stale_seconds", 120.0, "A running trial without a heartbeat for this long is lost and retried.")
+flags.DEFINE_float("stall_seconds", 1800.0, "Kill and retry a trial whose log has not grown for this long (a hung "
+                   "process); 0 never does. Trials log every --log_every steps: keep this well above that interval.")
 flags.DEFINE_float("poll_seconds", 2.0, "Seconds between looks at the ledger while other workers' trials run.")
 flags.DEFINE_bool("dry_run", False, "Print each point's command and exit.")
 
@@ -83,7 +85,7 @@ def _run_workers(url: str, spec, sweep_dir: str) -> bool:
 
     cfg = {"spec": os.path.abspath(spec.path), "sweep_dir": sweep_dir, "storage": url, "cwd": os.getcwd(),
            "heartbeat": FLAGS.heartbeat_seconds, "stale_after": FLAGS.stale_seconds, "poll": FLAGS.poll_seconds,
-           "max_retries": FLAGS.max_retries}
+           "max_retries": FLAGS.max_retries, "stall_after": FLAGS.stall_seconds}
     procs = []
     for i in range(FLAGS.workers):
         p = subprocess.Popen([sys.executable, "-m", "research.sweep.worker"], stdin=subprocess.PIPE, text=True,
@@ -119,6 +121,8 @@ def main() -> None:
         raise ConfigError(f"--workers must be >= 1, got {FLAGS.workers}")
     if not (FLAGS.heartbeat_seconds > 0 and FLAGS.stale_seconds > FLAGS.heartbeat_seconds and FLAGS.poll_seconds > 0):
         raise ConfigError("need --heartbeat_seconds > 0, --stale_seconds > --heartbeat_seconds, --poll_seconds > 0")
+    if FLAGS.stall_seconds < 0:
+        raise ConfigError(f"--stall_seconds must be >= 0 (0: never), got {FLAGS.stall_seconds}")
     if FLAGS.max_retries < 0:
         raise ConfigError(f"--max_retries must be >= 0, got {FLAGS.max_retries}")
     sweep_dir = os.path.abspath(FLAGS.sweep_dir)

@@ -32,7 +32,7 @@ from research.sweep.ledger import Ledger, point_status, redact, scrub, secrets, 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FAKE_TRIAL = '''
-"""A stand-in launch module: counts its runs in the workdir, can fail, NaN-stop or SIGKILL itself once, and trains
+"""A stand-in launch module: counts its runs in the workdir, can fail, NaN-stop, SIGKILL itself or hang once, and trains
 --num_seeds seeds at once (final.json as the training loop writes it)."""
 import json, os, signal, sys, time
 from absl import app, flags
@@ -41,7 +41,7 @@ flags.DEFINE_string("workdir", None, "")
 flags.DEFINE_integer("seed", 0, "")
 flags.DEFINE_float("lr", 0.1, "")
 flags.DEFINE_integer("width", 8, "")
-flags.DEFINE_enum("mode", "ok", ["ok", "fail", "nan", "die_once"], "")
+flags.DEFINE_enum("mode", "ok", ["ok", "fail", "nan", "die_once", "hang_once"], "")
 flags.DEFINE_float("sleep", 0.0, "")
 flags.DEFINE_integer("num_seeds", 1, "")
 FLAGS = flags.FLAGS
@@ -67,6 +67,9 @@ def main(argv):
     if FLAGS.mode == "die_once" and not os.path.exists(marker):
         open(marker, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
+    if FLAGS.mode == "hang_once" and not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(600)  # alive, silent: like a process wedged in its first XLA call
     final = {"step": 10, "metrics": metrics(FLAGS.seed), "params_sha256": "0" * 64, "wall_seconds": 0.01}
     if FLAGS.num_seeds > 1:  # like the training loop: the mean, and each seed's own metrics
         per = [{"seed": FLAGS.seed + i, "metrics": metrics(FLAGS.seed + i), "params_sha256": str(i) * 64}
@@ -197,6 +200,27 @@ def test_killed_worker_and_killed_trial_are_retried(env, tmp_path):
         assert [t.state.name for t in dies] == ["FAIL", "COMPLETE"]
         assert dies[0].user_attrs["error"] == "killed by SIGKILL"
     assert "4 done" in pathlib.Path(os.path.join(sd, "results.md")).read_text()
+
+
+def test_a_silent_trial_is_killed_as_stalled_and_retried(env, tmp_path):
+    spec = write_spec(tmp_path, """
+        launch = "fake_trial"
+        seeds = [0]
+        metrics = ["score"]
+        [axes.mode]
+        hang_once = { mode = "hang_once" }
+        """)
+    sd = str(tmp_path / "sweep")
+    start = time.time()
+    out = sweep(env, f"--spec={spec}", f"--sweep_dir={sd}", "--workers=1", "--stall_seconds=3", *FAST).stdout
+    assert time.time() - start < 60, out
+    ts = trials(sd)
+    assert [t.state.name for t in ts] == ["FAIL", "COMPLETE"], out
+    assert ts[0].user_attrs["error"] == "stalled: no output for 3 s, killed" and ts[0].user_attrs["retriable"]
+    assert "training lr=0.1" in ts[0].user_attrs["log_tail"]
+    assert runs(sd, ts[0].user_attrs["name"]) == 2 and "stalled" in out
+    assert "--stall_seconds must be >= 0" in sweep(env, f"--spec={spec}", f"--sweep_dir={sd}", "--stall_seconds=-1",
+                                                    check=False).stderr
 
 
 def _ledger(tmp_path, body=None):

@@ -7,7 +7,9 @@ A trial is `python -m <launch> --flagfile=... --<flags> --seed=S --workdir=<swee
 its output appended to `<sweep_dir>/logs/<name>.log`; its result is the workdir's final.json. A vectorised trial
 adds `--num_seeds=N` and its final.json is split into one result per seed (`spec.seed_finals`). While it runs,
 a thread writes the trial's heartbeat to the ledger; if the ledger says the trial was declared lost meanwhile,
-the subprocess is killed (a retry owns the point now). Trial subprocesses die with their worker
+the subprocess is killed (a retry owns the point now); it also watches the trial's log, and a trial that writes
+nothing for `stall_after` seconds (a hung process: alive, no progress) is killed and recorded as a retriable
+failure. Trial subprocesses die with their worker
 (PR_SET_PDEATHSIG), so a killed worker leaves no orphan holding the workdir's lock. SIGTERM/SIGINT stop the
 current trial, record it as interrupted (retried later) and end the worker.
 """
@@ -45,6 +47,7 @@ class WorkerConfig:
     stale_after: float = 120.0  # a RUNNING trial without heartbeat for this long is lost
     poll: float = 2.0          # seconds between looks at the ledger while others run
     max_retries: int = 2
+    stall_after: float = 0.0   # kill a trial whose log has not grown for this long (0: never)
 
 
 def die_with_parent(sig: int):
@@ -61,17 +64,41 @@ def die_with_parent(sig: int):
 
 
 class _Heartbeat(threading.Thread):
-    """Beats every `interval` seconds; kills the running trial if the ledger says the trial is no longer ours."""
+    """Beats every `interval` seconds; kills the running trial if the ledger says the trial is no longer ours, or
+    if its log has not grown for `stall_after` seconds (0: never)."""
 
-    def __init__(self, ledger: ledger_lib.Ledger, trial_id: int, interval: float, say):
+    def __init__(self, ledger: ledger_lib.Ledger, trial_id: int, interval: float, say, log_path: str = "",
+                 stall_after: float = 0.0):
         super().__init__(daemon=True)
         self.ledger, self.trial_id, self.interval, self.say = ledger, trial_id, interval, say
+        self.log_path, self.stall_after = log_path, stall_after
         self.proc: subprocess.Popen | None = None
-        self.lost = False
+        self.lost = self.stalled = False
         self._halt = threading.Event()
+        self._size, self._grew = -1, time.monotonic()
+
+    def watch(self, proc: subprocess.Popen | None) -> None:
+        """The subprocess to kill if the trial is lost or stalls; its stall clock starts now."""
+        self._size, self._grew = -1, time.monotonic()
+        self.proc = proc
+
+    def _check_stall(self) -> None:
+        if not self.stall_after or self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            size = os.path.getsize(self.log_path)
+        except OSError:
+            size = -1
+        now = time.monotonic()
+        if size != self._size:
+            self._size, self._grew = size, now
+        elif now - self._grew >= self.stall_after:
+            self.stalled = True
+            self.proc.kill()
 
     def run(self) -> None:
         while not self._halt.wait(self.interval):
+            self._check_stall()
             try:
                 alive = self.ledger.heartbeat(self.trial_id)
             except Exception as e:  # a transient storage error: try again at the next beat
@@ -135,7 +162,7 @@ class Worker:
     def run_trial(self, claim: ledger_lib.Claim) -> None:
         os.makedirs(os.path.join(self.cfg.sweep_dir, "logs"), exist_ok=True)
         log_path = os.path.join(self.cfg.sweep_dir, "logs", f"{claim.name}.log")
-        beat = _Heartbeat(self.ledger, claim.trial_id, self.cfg.heartbeat, self.say)
+        beat = _Heartbeat(self.ledger, claim.trial_id, self.cfg.heartbeat, self.say, log_path, self.cfg.stall_after)
         beat.start()
         results: list[dict[str, Any]] = []
         start = time.time()
@@ -155,11 +182,19 @@ class Worker:
                     self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                  cwd=self.cfg.cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                                  preexec_fn=die_with_parent(signal.SIGKILL))
-                    beat.proc = self.proc
+                    beat.watch(self.proc)
                     code = self.proc.wait()
-                self.proc = beat.proc = None
+                self.proc = None
+                beat.watch(None)
                 if beat.lost:
                     self.say(f"trial {claim.number}: declared lost by another worker; stopped it")
+                    return
+                if beat.stalled:
+                    beat.stop()
+                    reason = f"stalled: no output for {self.cfg.stall_after:g} s, killed"
+                    self.ledger.fail(claim, code, reason, _tail(log_path, offset), retriable=True, results=results,
+                                     wall=time.time() - start)
+                    self.say(f"trial {claim.number}: {reason}; retried later")
                     return
                 if self.stopping:
                     beat.stop()
