@@ -30,3 +30,15 @@ def run_launch(tmp_path):
         return proc
 
     return run
+
+
+@pytest.fixture
+def error_line():
+    """The one `error: ...` line a refused launch printed to stderr (asserts there is exactly one)."""
+
+    def line(proc) -> str:
+        lines = [row for row in proc.stderr.splitlines() if row.startswith("error: ")]
+        assert len(lines) == 1, proc.stderr[-2000:]
+        return lines[0]
+
+    return line

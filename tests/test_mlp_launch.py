@@ -25,12 +25,6 @@ def _tree_digest(path):
     return h.hexdigest()
 
 
-def _error_line(proc):
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, proc.stderr[-2000:]
-    return lines[0]
-
-
 @pytest.mark.slow
 def test_quickstart_trains_and_writes_the_workdir(run_launch, tmp_path):
     wd = tmp_path / "run"
@@ -93,14 +87,14 @@ def test_kill_and_resume_is_bitwise_equal_to_an_uninterrupted_run(run_launch, tm
     (["--learning_rate=abc"], "could not convert"),
     (["extra_positional"], "unexpected arguments"),
 ])
-def test_bad_flags_fail_fast_with_one_line(run_launch, tmp_path, args, message):
+def test_bad_flags_fail_fast_with_one_line(run_launch, error_line, tmp_path, args, message):
     proc = run_launch("mlp", *QUICK, f"--workdir={tmp_path}", *args, check=False)
-    assert proc.returncode == 2 and message in _error_line(proc)
+    assert proc.returncode == 2 and message in error_line(proc)
     assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.slow
-def test_bad_values_and_workdirs_are_refused_without_touching_checkpoints(run_launch, tmp_path):
+def test_bad_values_and_workdirs_are_refused_without_touching_checkpoints(run_launch, error_line, tmp_path):
     # Each check is one process that must fail before training; the ConfigErrors themselves (batch that does
     # not divide, bad optimizer values, unknown dataset) are unit-tested beside their modules.
     wd = tmp_path / "run"
@@ -108,20 +102,20 @@ def test_bad_values_and_workdirs_are_refused_without_touching_checkpoints(run_la
     digest = _tree_digest(wd / "checkpoints")
     proc = run_launch("mlp", *QUICK, "--steps=20", "--checkpoint_every=10", "--hidden=16", f"--workdir={wd}",
                       "--hidden=32", "--learning_rate=0.5", check=False)
-    assert proc.returncode == 2 and "holds a run with other flags" in _error_line(proc)
+    assert proc.returncode == 2 and "holds a run with other flags" in error_line(proc)
     proc = run_launch("mlp", *QUICK, f"--workdir={tmp_path / 'bad'}", "--dataset=imagenet_offline", check=False)
-    assert proc.returncode == 2 and "unknown dataset 'imagenet_offline'" in _error_line(proc)
+    assert proc.returncode == 2 and "unknown dataset 'imagenet_offline'" in error_line(proc)
     assert not (tmp_path / "bad" / "checkpoints").exists()
     file_as_dir = tmp_path / "file"
     file_as_dir.write_text("")
     proc = run_launch("mlp", *QUICK, f"--workdir={file_as_dir / 'run'}", check=False)
-    assert proc.returncode == 2 and "not writable" in _error_line(proc)
+    assert proc.returncode == 2 and "not writable" in error_line(proc)
     # A checkpoint from another architecture: the 16-wide run's checkpoints in a workdir whose flags say 32.
     other = tmp_path / "other"
     shutil.copytree(wd / "checkpoints", other / "checkpoints")
     (other / "flags.txt").write_text((wd / "flags.txt").read_text().replace("--hidden=16", "--hidden=32"))
     proc = run_launch("mlp", *QUICK, "--steps=20", "--checkpoint_every=10", "--hidden=32", f"--workdir={other}",
                       check=False)
-    assert proc.returncode == 2 and "different architecture" in _error_line(proc)
+    assert proc.returncode == 2 and "different architecture" in error_line(proc)
     assert _tree_digest(other / "checkpoints") == digest == _tree_digest(wd / "checkpoints")
     assert os.path.exists(wd / "final.json")
