@@ -3,7 +3,7 @@
 Only `launch/` reads absl flags: it turns them into the plain configs of `research/` and calls
 `research.loop.train_and_evaluate`. Bad input ends the process with one line on stderr:
 exit 2 for a configuration error (unknown flag, bad value, missing flagfile, incompatible workdir), exit 3 when
-training stops on a NaN/Inf.
+training stops on a NaN/Inf, 128 + the signal's number (143, 130) when SIGTERM/SIGINT stopped it after a checkpoint.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 from absl import app, flags
 
-from research.errors import ConfigError, NonFiniteError
+from research.errors import ConfigError, Interrupted, NonFiniteError
 
 FLAGS = flags.FLAGS
 
@@ -217,7 +217,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[[], object]) -> None:
-    """`app.run` with one-line errors: ConfigError -> exit 2, NonFiniteError -> exit 3."""
+    """`app.run` with one-line errors: ConfigError -> exit 2, NonFiniteError -> exit 3, Interrupted -> 128 + signal."""
 
     def _main(argv):
         logging.getLogger("research").setLevel(logging.INFO)
@@ -231,5 +231,8 @@ def run(main: Callable[[], object]) -> None:
         except NonFiniteError as e:
             sys.stderr.write(f"error: {e}\n")
             sys.exit(3)
+        except Interrupted as e:
+            sys.stderr.write(f"{e}\n")
+            sys.exit(e.exit_code)
 
     app.run(_main, flags_parser=_parse_flags)

@@ -12,3 +12,11 @@ class ConfigError(ValueError):
 
 class NonFiniteError(RuntimeError):
     """A training loss or norm became NaN/Inf; the message names the step."""
+
+
+class Interrupted(RuntimeError):
+    """Training stopped on a signal after saving a checkpoint; `exit_code` is 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -6,7 +6,8 @@ Resume order: the workdir's latest checkpoint, else a fresh init from the seed. 
 that is not the family's math: the mesh and shardings, restoring and saving checkpoints (with the data
 position), periodic logging / evaluation / checkpointing by steps, metrics fetched one call late so the host
 never stalls dispatch, the NaN/Inf guard (stops with an error naming the step; the last good checkpoint is
-kept), progress, and `final.json`.
+kept), stopping on SIGTERM/SIGINT with a checkpoint at the step reached (research/preemption.py), progress,
+and `final.json`.
 
 Speed (small models are dispatch-bound, so these matter more than FLOPs):
 - `steps_per_call=K` runs K train steps in one compiled call (`lax.scan`); calls never cross a log, eval,
@@ -34,7 +35,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from research import parallel, replicas
 from research.checkpoint import Checkpointer
 from research.data.pipeline import ArrayPipeline, Batch, Pipeline
-from research.errors import ConfigError, NonFiniteError
+from research.errors import ConfigError, Interrupted, NonFiniteError
+from research.preemption import StopSignal
 from research.progress import Progress
 from research.state import fingerprint
 from research.workdir import Workdir
@@ -305,35 +307,43 @@ def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh
 
     # ---- Loop: one compiled call per chunk of at most steps_per_call steps, never across a boundary.
     evaluated: tuple[dict[str, float], list[dict[str, float]]] | None = None
-    try:
-        step = start
-        while step < cfg.steps:
-            k = min(cfg.steps_per_call, _next_boundary(step, cfg) - step)
-            state, device_metrics = call(state, batches.data, batches.fetch(k, scanned))
-            if step == start:  # once: how long compilation and the first call took (benchmarks read this line)
-                jax.block_until_ready(device_metrics)
-                log.info("first call done: %.3f s after the loop started (unix time %.3f)",
-                         time.perf_counter() - t_start, time.time())
-            drain()  # the previous call's metrics: by now its computation has finished
-            pending = (step + 1, k, device_metrics)
-            step += k
-            if step == cfg.steps or any(_due(step, e) for e in (cfg.checkpoint_every, cfg.eval_every,
-                                                                cfg.fuse_every)):
-                drain()
-            progress.update(step)
-            if fuse is not None and _due(step, cfg.fuse_every):
-                state = fuse(state)
-            if _due(step, cfg.eval_every) or step == cfg.steps:
-                evaluated = evaluate(step)
-            if _due(step, cfg.checkpoint_every) or step == cfg.steps:
-                save(step)
-        drain()
-        if evaluated is None:  # resumed exactly at the end: evaluate the restored state
-            evaluated = evaluate(cfg.steps)
-    finally:
-        progress.close()
-        ckpt.close()
-        writer.close()
+    with StopSignal() as stop:
+        try:
+            step = start
+            while step < cfg.steps:
+                k = min(cfg.steps_per_call, _next_boundary(step, cfg) - step)
+                state, device_metrics = call(state, batches.data, batches.fetch(k, scanned))
+                if step == start:  # once: how long compilation and the first call took (benchmarks read this line)
+                    jax.block_until_ready(device_metrics)
+                    log.info("first call done: %.3f s after the loop started (unix time %.3f)",
+                             time.perf_counter() - t_start, time.time())
+                drain()  # the previous call's metrics: by now its computation has finished
+                pending = (step + 1, k, device_metrics)
+                step += k
+                if step == cfg.steps or any(_due(step, e) for e in (cfg.checkpoint_every, cfg.eval_every,
+                                                                    cfg.fuse_every)):
+                    drain()
+                progress.update(step)
+                if fuse is not None and _due(step, cfg.fuse_every):
+                    state = fuse(state)
+                if _due(step, cfg.eval_every) or step == cfg.steps:
+                    evaluated = evaluate(step)
+                saved = _due(step, cfg.checkpoint_every) or step == cfg.steps
+                if saved:
+                    save(step)
+                if stop.requested() and step < cfg.steps:
+                    drain()  # the window saved with the checkpoint must include the last call's metrics
+                    if not saved:
+                        save(step)
+                    raise Interrupted(f"stopped by {stop.name} at step {step}/{cfg.steps}; checkpoint saved in "
+                                      f"{workdir.checkpoints}; run the same command to resume", stop.signum)
+            drain()
+            if evaluated is None:  # resumed exactly at the end: evaluate the restored state
+                evaluated = evaluate(cfg.steps)
+        finally:
+            progress.close()
+            ckpt.close()
+            writer.close()
 
     metrics, per = evaluated
     final = {"step": cfg.steps, "metrics": metrics, "train_metrics": last_train,

@@ -1,3 +1,6 @@
+import os
+import signal
+
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -5,7 +8,7 @@ import pytest
 
 from research.checkpoint import Checkpointer
 from research.data import StreamPipeline
-from research.errors import NonFiniteError
+from research.errors import Interrupted, NonFiniteError
 from research.loop import LoopConfig, train_and_evaluate
 from research.state import TrainState
 from research.workdir import Workdir
@@ -15,8 +18,8 @@ from research.writers import read_metrics
 class CountingTask:
     """w counts steps; the loss turns NaN from step `nan_at` on (None: never)."""
 
-    def __init__(self, nan_at=None):
-        self.nan_at = nan_at
+    def __init__(self, nan_at=None, signal_at=None):
+        self.nan_at, self.signal_at = nan_at, signal_at
 
     def init_state(self, rng):
         return TrainState.create({"w": jnp.zeros(2)}, optax.sgd(0.1), rng)
@@ -28,14 +31,37 @@ class CountingTask:
         return state.replace(step=state.step + 1, params={"w": state.params["w"] + 1}), {"loss": loss}
 
     def train_pipeline(self, seed, sharding):
-        return StreamPipeline(lambda rng, n: {"x": rng.normal(size=(n, 2)).astype(np.float32)}, 8, seed=seed,
-                              sharding=sharding)
+        fetched = []
+
+        def batch(rng, n):
+            fetched.append(n)
+            if len(fetched) == self.signal_at:  # SIGTERM while the input of step `signal_at` is fetched
+                os.kill(os.getpid(), signal.SIGTERM)
+            return {"x": rng.normal(size=(n, 2)).astype(np.float32)}
+
+        return StreamPipeline(batch, 8, seed=seed, sharding=sharding)
 
     def evaluate(self, state, ctx):
         return {"w": float(state.params["w"][0])}
 
     def params(self, state):
         return state.params
+
+
+def test_sigterm_saves_at_the_step_reached_and_resuming_matches_an_uninterrupted_run(tmp_path):
+    cfg = LoopConfig(steps=9, log_every=3, checkpoint_every=0, progress_bar=False)  # saves only at the end
+    full = train_and_evaluate(CountingTask(), cfg, _workdir(tmp_path / "a"))
+    wd = _workdir(tmp_path / "b")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match=r"stopped by SIGTERM at step 5/9; checkpoint saved in .*resume") as e:
+        train_and_evaluate(CountingTask(signal_at=5), cfg, wd)
+    assert e.value.exit_code == 128 + signal.SIGTERM
+    assert Checkpointer(wd.checkpoints).all_steps() == [5] and wd.read_final() is None
+    assert signal.getsignal(signal.SIGTERM) == before  # the loop's handler is gone again
+    resumed = train_and_evaluate(CountingTask(), cfg, wd)  # step 5 is mid-window: the window was saved too
+    assert resumed["params_sha256"] == full["params_sha256"] and resumed["metrics"] == full["metrics"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time", "elapsed")} for r in rows]
+    assert strip(read_metrics(tmp_path / "b")) == strip(read_metrics(tmp_path / "a"))
 
 
 def _workdir(path):

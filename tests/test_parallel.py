@@ -1,7 +1,9 @@
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -90,3 +92,35 @@ def test_two_processes_train_identical_params(tmp_path):
     assert shas[0] and shas[0] == shas[1]
     final = (tmp_path / "run" / "final.json").read_text()
     assert shas[0][0] in final and '"num_processes": 2' in final and '"num_devices": 4' in final
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_saves_one_checkpoint_and_stops_both(tmp_path):
+    """JAX's preemption sync point: SIGTERM on process 1 stops both processes at the same step, after one
+    collective checkpoint at that step (research/preemption.py)."""
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "launch.mlp", "--flagfile=experiments/mlp/quickstart.flags", "--steps=1000000",
+           "--checkpoint_every=0", "--eval_every=0", "--log_every=20", "--progress=log",
+           f"--workdir={tmp_path / 'run'}", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+    logs = [tmp_path / f"p{i}.log" for i in range(2)]
+    with open(logs[0], "w") as out0, open(logs[1], "w") as out1:
+        procs = [subprocess.Popen([*cmd, f"--process_id={i}"], cwd=REPO, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT) for i, out in enumerate((out0, out1))]
+        try:
+            deadline = time.time() + 240
+            while "step 20/" not in logs[1].read_text() and time.time() < deadline:
+                assert all(p.poll() is None for p in procs), logs[1].read_text()[-3000:]
+                time.sleep(0.5)
+            procs[1].send_signal(signal.SIGTERM)
+            codes = [p.wait(timeout=120) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+    outs = [log.read_text() for log in logs]
+    assert codes == [143, 143], outs[1][-3000:]
+    stops = [[line for line in out.splitlines() if line.startswith("stopped by SIGTERM at step ")] for out in outs]
+    assert len(stops[0]) == 1 and stops[0] == stops[1], stops
+    step = int(stops[0][0].split("at step ")[1].split("/")[0])
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()] == [str(step)]

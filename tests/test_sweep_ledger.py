@@ -41,7 +41,7 @@ flags.DEFINE_string("workdir", None, "")
 flags.DEFINE_integer("seed", 0, "")
 flags.DEFINE_float("lr", 0.1, "")
 flags.DEFINE_integer("width", 8, "")
-flags.DEFINE_enum("mode", "ok", ["ok", "fail", "nan", "die_once", "hang_once"], "")
+flags.DEFINE_enum("mode", "ok", ["ok", "fail", "nan", "die_once", "hang_once", "stopped_once"], "")
 flags.DEFINE_float("sleep", 0.0, "")
 flags.DEFINE_integer("num_seeds", 1, "")
 FLAGS = flags.FLAGS
@@ -70,6 +70,10 @@ def main(argv):
     if FLAGS.mode == "hang_once" and not os.path.exists(marker):
         open(marker, "w").close()
         time.sleep(600)  # alive, silent: like a process wedged in its first XLA call
+    if FLAGS.mode == "stopped_once" and not os.path.exists(marker):
+        open(marker, "w").close()
+        print("stopped by SIGTERM at step 4/10; checkpoint saved", file=sys.stderr)
+        sys.exit(143)  # what the training loop does on a SIGTERM from elsewhere (research/preemption.py)
     final = {"step": 10, "metrics": metrics(FLAGS.seed), "params_sha256": "0" * 64, "wall_seconds": 0.01}
     if FLAGS.num_seeds > 1:  # like the training loop: the mean, and each seed's own metrics
         per = [{"seed": FLAGS.seed + i, "metrics": metrics(FLAGS.seed + i), "params_sha256": str(i) * 64}
@@ -202,23 +206,29 @@ def test_killed_worker_and_killed_trial_are_retried(env, tmp_path):
     assert "4 done" in pathlib.Path(os.path.join(sd, "results.md")).read_text()
 
 
-def test_a_silent_trial_is_killed_as_stalled_and_retried(env, tmp_path):
+def test_a_silent_trial_is_killed_as_stalled_and_a_stopped_one_retried(env, tmp_path):
     spec = write_spec(tmp_path, """
         launch = "fake_trial"
         seeds = [0]
         metrics = ["score"]
         [axes.mode]
         hang_once = { mode = "hang_once" }
+        stopped_once = { mode = "stopped_once" }
         """)
     sd = str(tmp_path / "sweep")
     start = time.time()
     out = sweep(env, f"--spec={spec}", f"--sweep_dir={sd}", "--workers=1", "--stall_seconds=3", *FAST).stdout
     assert time.time() - start < 60, out
-    ts = trials(sd)
-    assert [t.state.name for t in ts] == ["FAIL", "COMPLETE"], out
-    assert ts[0].user_attrs["error"] == "stalled: no output for 3 s, killed" and ts[0].user_attrs["retriable"]
-    assert "training lr=0.1" in ts[0].user_attrs["log_tail"]
-    assert runs(sd, ts[0].user_attrs["name"]) == 2 and "stalled" in out
+    by_mode = {}
+    for t in trials(sd):
+        by_mode.setdefault(t.user_attrs["key"].split(",")[0], []).append(t)
+    hung, stopped = by_mode["mode=hang_once"], by_mode["mode=stopped_once"]
+    assert [t.state.name for t in hung] == ["FAIL", "COMPLETE"], out
+    assert hung[0].user_attrs["error"] == "stalled: no output for 3 s, killed" and hung[0].user_attrs["retriable"]
+    assert "training lr=0.1" in hung[0].user_attrs["log_tail"]
+    assert runs(sd, hung[0].user_attrs["name"]) == 2 and "stalled" in out
+    assert [t.state.name for t in stopped] == ["FAIL", "COMPLETE"], out
+    assert stopped[0].user_attrs["error"] == "stopped by SIGTERM after a checkpoint (exit 143)"
     assert "--stall_seconds must be >= 0" in sweep(env, f"--spec={spec}", f"--sweep_dir={sd}", "--stall_seconds=-1",
                                                     check=False).stderr
 

@@ -32,7 +32,10 @@ from typing import Any
 from research.sweep import ledger as ledger_lib
 from research.sweep.spec import Spec, load, seed_finals
 
-_EXIT_REASONS = {2: "config error (exit 2)", 3: "non-finite loss or norm (exit 3)"}
+_EXIT_REASONS = {2: "config error (exit 2)", 3: "non-finite loss or norm (exit 3)",
+                 130: "stopped by SIGINT after a checkpoint (exit 130)",
+                 143: "stopped by SIGTERM after a checkpoint (exit 143)"}
+_STOPPED = (130, 143)  # research/preemption.py: the trial saved and can resume, so it is retried
 LOG_TAIL_LINES = 20
 
 
@@ -207,10 +210,11 @@ class Worker:
                     reason = _EXIT_REASONS.get(code) or (f"killed by {signal.Signals(-code).name}" if code < 0
                                                          else f"exit {code}")
                     tail = _tail(log_path, offset)
-                    self.ledger.fail(claim, code, reason, tail, retriable=code < 0, results=results,
+                    retriable = code < 0 or code in _STOPPED
+                    self.ledger.fail(claim, code, reason, tail, retriable=retriable, results=results,
                                      wall=time.time() - start)
                     last = tail.strip().splitlines()[-1] if tail.strip() else ""
-                    self.say(f"trial {claim.number}: FAILED, {reason}{'; retried later' if code < 0 else ''}: {last}")
+                    self.say(f"trial {claim.number}: FAILED, {reason}{'; retried later' if retriable else ''}: {last}")
                     return
                 seconds = time.time() - run_start
                 final = _read_final(workdir)
