@@ -262,6 +262,18 @@ def test_stale_heartbeat_from_another_host_is_lost_and_retried(tmp_path):
     assert ledger.top_up(max_retries=0) == 0 and point_status(ledger.by_key()[b.key], 0) == "failed"
 
 
+def test_a_retry_is_claimed_before_new_points(tmp_path):
+    ledger, spec = _ledger(tmp_path, {"launch": "fake_trial", "seeds": [0], "metrics": ["score"],
+                                      "axes": {"lr": [0.1, 0.2, 0.3]}})
+    assert ledger.top_up(max_retries=2) == 3
+    first = ledger.claim()
+    assert first.key == "lr=0.1,seed=0"
+    ledger.fail(first, None, "interrupted (the worker was stopped)", "", retriable=True, interrupted=True)
+    assert ledger.top_up(max_retries=2) == 1  # queued behind lr=0.2 and lr=0.3, but it resumes first
+    assert [c.key for c in (ledger.claim(), ledger.claim(), ledger.claim())] == [
+        "lr=0.1,seed=0", "lr=0.2,seed=0", "lr=0.3,seed=0"]
+
+
 def test_retry_failed_queues_failed_points_once(tmp_path):
     ledger, spec = _ledger(tmp_path)
     ledger.top_up(max_retries=2)

@@ -387,12 +387,17 @@ class Ledger:
 
     # ---- claiming
     def claim(self) -> Claim | None:
-        """Pop a queued trial (atomically) that is not a duplicate; in a search, ask the sampler for a new one."""
+        """Pop a queued trial (atomically) that is not a duplicate; in a search, ask the sampler for a new one.
+
+        Retries go first (in queue order), then new points: an interrupted or lost trial resumes from its
+        checkpoints, so finishing it before starting new work loses the least when the sweep is stopped again."""
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         trials = self.trials()
-        waiting = sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number)
+        tried = {t.user_attrs.get("key") for t in trials if t.state == TrialState.FAIL}
+        waiting = sorted((t for t in trials if t.state == TrialState.WAITING),
+                         key=lambda t: (t.user_attrs.get("key") not in tried, t.number))
         for t in waiting:
             try:
                 if not self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
