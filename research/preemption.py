@@ -32,7 +32,8 @@ class StopSignal:
     def __enter__(self) -> StopSignal:
         if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) != signal.SIG_IGN:  # e.g. SIGINT in a background (nohup, `&`) job
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:

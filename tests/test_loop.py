@@ -16,10 +16,11 @@ from research.writers import read_metrics
 
 
 class CountingTask:
-    """w counts steps; the loss turns NaN from step `nan_at` on (None: never)."""
+    """w counts steps; the loss turns NaN from step `nan_at` on (None: never); `signum` is sent to this process
+    while step `signal_at`'s input is fetched."""
 
-    def __init__(self, nan_at=None, signal_at=None):
-        self.nan_at, self.signal_at = nan_at, signal_at
+    def __init__(self, nan_at=None, signal_at=None, signum=signal.SIGTERM):
+        self.nan_at, self.signal_at, self.signum = nan_at, signal_at, signum
 
     def init_state(self, rng):
         return TrainState.create({"w": jnp.zeros(2)}, optax.sgd(0.1), rng)
@@ -35,8 +36,8 @@ class CountingTask:
 
         def batch(rng, n):
             fetched.append(n)
-            if len(fetched) == self.signal_at:  # SIGTERM while the input of step `signal_at` is fetched
-                os.kill(os.getpid(), signal.SIGTERM)
+            if len(fetched) == self.signal_at:  # a signal while the input of step `signal_at` is fetched
+                os.kill(os.getpid(), self.signum)
             return {"x": rng.normal(size=(n, 2)).astype(np.float32)}
 
         return StreamPipeline(batch, 8, seed=seed, sharding=sharding)
@@ -108,3 +109,15 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     assert resumed["params_sha256"] == full["params_sha256"] and resumed["metrics"] == full["metrics"]
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time", "elapsed")} for r in rows]
     assert strip(read_metrics(tmp_path / "b")) == strip(read_metrics(tmp_path / "a"))
+
+
+
+def test_an_ignored_signal_stays_ignored(tmp_path):
+    """A background job ignores SIGINT: training must not start catching it (nor stop on it)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        final = train_and_evaluate(CountingTask(signal_at=2, signum=signal.SIGINT),
+                                   LoopConfig(steps=4, log_every=2, progress_bar=False), _workdir(tmp_path))
+        assert final["step"] == 4 and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
