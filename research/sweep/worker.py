@@ -32,10 +32,11 @@ from typing import Any
 from research.sweep import ledger as ledger_lib
 from research.sweep.spec import Spec, load, seed_finals
 
+# research/preemption.py: a trial stopped by SIGINT / SIGTERM saved a checkpoint and exits 128 + the signal number
+# (`errors.Interrupted.exit_code`); it can resume, so it is retried.
+_STOPPED = {128 + int(s): s.name for s in (signal.SIGINT, signal.SIGTERM)}
 _EXIT_REASONS = {2: "config error (exit 2)", 3: "non-finite loss or norm (exit 3)",
-                 130: "stopped by SIGINT after a checkpoint (exit 130)",
-                 143: "stopped by SIGTERM after a checkpoint (exit 143)"}
-_STOPPED = (130, 143)  # research/preemption.py: the trial saved and can resume, so it is retried
+                 **{code: f"stopped by {name} after a checkpoint (exit {code})" for code, name in _STOPPED.items()}}
 LOG_TAIL_LINES = 20
 
 
