@@ -13,8 +13,8 @@ Speed (small models are dispatch-bound, so these matter more than FLOPs):
 - `steps_per_call=K` runs K train steps in one compiled call (`lax.scan`); calls never cross a log, eval,
   checkpoint or fuse boundary, so those stay exact.
 - `num_seeds=N` trains N replicas (seed, seed+1, ...) in one program (`jax.vmap` over the state); replica i
-  has the init and data order of the run `--seed=seed+i` and equals it up to float summation order (vmap
-  batches the matmuls: bitwise for some runs, last-bit drift amplified by Adam in others). `red_blue`
+  has exactly the init and the data order of the run `--seed=seed+i` and equals it up to float summation
+  order (vmap batches the matmuls: bitwise for some runs, last-bit drift amplified by Adam in others). `red_blue`
   trains two replicas from one init on the two halves of the training set and averages their parameters
   every `fuse_every` steps (model averaging; see research/replicas.py).
 - In-memory datasets are copied to the devices once and batches are gathered there from indices.
@@ -128,7 +128,7 @@ def _init_fn(task: Task, cfg: LoopConfig):
         return task.init_state
     if cfg.red_blue:
         return lambda rng: replicas.stack([task.init_state(rng)] * 2)  # one init, two copies
-    return lambda rng: jax.vmap(task.init_state)(replicas.seed_keys(cfg.seed, cfg.num_seeds))  # rng: unused
+    return lambda rng: replicas.init_each(task.init_state, cfg.seed, cfg.num_seeds)  # rng: unused
 
 
 def abstract_state(task: Task, rng: jax.Array, mesh: Mesh, cfg: LoopConfig | None = None) -> tuple[Any, Any]:
