@@ -46,7 +46,7 @@ def init_each(init: Callable[[jax.Array], Any], seed: int, n: int) -> Any:
       batched LAPACK call over XLA:CPU's intra-op thread pool from inside a task of that pool and blocks on it:
       with as many such calls running at once as the pool has threads (2 here), every thread waits for the
       others and the first call never returns (gdb: all XLA Eigen threads in `jax::ParallelBatchMap` under
-      `QrFactorization`). Unbatched, each QR runs inline.
+      `QrFactorization`). One replica at a time, each QR is unbatched, as in a single run (no single run hung here).
     """
     return jax.lax.map(init, seed_keys(seed, n))
 
