@@ -111,7 +111,6 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     assert strip(read_metrics(tmp_path / "b")) == strip(read_metrics(tmp_path / "a"))
 
 
-
 def test_an_ignored_signal_stays_ignored(tmp_path):
     """A background job ignores SIGINT: training must not start catching it (nor stop on it)."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
