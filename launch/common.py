@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 
 from absl import app, flags
 
+from launch.cli import parse_flags
 from research.errors import ConfigError, Interrupted, NonFiniteError
 
 FLAGS = flags.FLAGS
@@ -204,18 +205,6 @@ def print_final(final: dict, workdir, extra: tuple[str, ...] = ()) -> None:
         print(f"wrote {workdir.path / 'final.json'}")
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        sys.stderr.write(f"error: {e}\n")
-        sys.exit(2)
-    if len(rest) > 1:
-        sys.stderr.write(f"error: unexpected arguments {rest[1:]} (flags are --name=value)\n")
-        sys.exit(2)
-    return rest
-
-
 def run(main: Callable[[], object]) -> None:
     """`app.run` with one-line errors: ConfigError -> exit 2, NonFiniteError -> exit 3, Interrupted -> 128 + signal."""
 
@@ -235,4 +224,4 @@ def run(main: Callable[[], object]) -> None:
             sys.stderr.write(f"{e}\n")
             sys.exit(e.exit_code)
 
-    app.run(_main, flags_parser=_parse_flags)
+    app.run(_main, flags_parser=parse_flags)

@@ -21,6 +21,8 @@ import time
 
 from absl import app, flags
 
+from launch.cli import parse_flags
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("spec", None, "Sweep spec (TOML), e.g. experiments/sweeps/mlp_optimizers.toml.")
 flags.DEFINE_string("sweep_dir", None, "Directory of the sweep: ledger (default), trial workdirs, logs, reports.")
@@ -189,18 +191,6 @@ def _fresh(ledger) -> int:
     return sum(1 for t in ledger.trials() if "fixed_params" not in t.system_attrs)
 
 
-def _parse(argv: list[str]) -> list[str]:
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        sys.stderr.write(f"error: {e}\n")
-        sys.exit(2)
-    if len(rest) > 1:
-        sys.stderr.write(f"error: unexpected arguments {rest[1:]} (flags are --name=value)\n")
-        sys.exit(2)
-    return rest
-
-
 def _main(argv: list[str]) -> None:
     """ConfigError (bad spec, foreign sweep dir, unreachable ledger) -> one line on stderr, exit 2."""
     from research.errors import ConfigError
@@ -220,4 +210,4 @@ def _main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(_main, flags_parser=_parse)
+    app.run(_main, flags_parser=parse_flags)

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from research.errors import ConfigError
+from research.processes import pid_alive
 
 FLAGS_FILE, FINAL_FILE, LOCK_FILE = "flags.txt", "final.json", ".lock"
 _OUTPUTS = (FLAGS_FILE, FINAL_FILE, "metrics.jsonl", "tensorboard", "checkpoints", "images")
@@ -37,16 +38,6 @@ def parse_flags(text: str) -> dict[str, str]:
             k, v = line[2:].split("=", 1)
             out[k] = v
     return out
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Workdir:
@@ -79,7 +70,7 @@ class Workdir:
                     owner = json.loads(path.read_text())
                 except (OSError, ValueError):
                     owner = {}
-                if owner.get("host") == me["host"] and not _pid_alive(int(owner.get("pid", -1))):
+                if owner.get("host") == me["host"] and not pid_alive(int(owner.get("pid", -1))):
                     path.unlink(missing_ok=True)  # stale: its writer died (e.g. kill -9)
                     continue
                 raise ConfigError(f"workdir {self.path} is in use by pid {owner.get('pid')} on "

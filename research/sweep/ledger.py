@@ -29,7 +29,6 @@ or interrupted is likewise retried.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -42,6 +41,7 @@ from typing import Any
 from urllib.parse import quote
 
 from research.errors import ConfigError
+from research.processes import host_id, pid_alive
 from research.sweep.spec import Point, Spec, consecutive_runs, point_key
 
 JOURNAL_FILE = "ledger.journal"
@@ -124,30 +124,6 @@ def open_storage(url: str):
 def _first_line(e: BaseException, url: str) -> str:
     text = str(e).strip()
     return scrub(text.splitlines()[0] if text else type(e).__name__, secrets(url))
-
-
-# ---------------------------------------------------------------------------------------------- this process
-def host_id() -> str:
-    """Host name plus boot id and pid namespace: two workers with the same id can see each other's pids."""
-    parts = [socket.gethostname()]
-    with contextlib.suppress(OSError), open("/proc/sys/kernel/random/boot_id") as f:
-        parts.append(f.read().strip()[:8])
-    with contextlib.suppress(OSError):
-        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
-    return ":".join(parts)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this host (and pid namespace) runs; a zombie (killed, not yet reaped) is dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError, IndexError), open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
 
 
 @dataclasses.dataclass
