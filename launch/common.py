@@ -24,6 +24,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics.jsonl, TensorBoard, final.json).")
 flags.DEFINE_bool("overwrite", False, "Delete the workdir's previous outputs and start afresh.")
 flags.DEFINE_integer("seed", 0, "Seed of the initialisation, the data order and every random draw.")
+flags.DEFINE_integer("replica", 0, "--mode=sample of a --num_seeds run: read replica i, the run of --seed + i.")
 flags.DEFINE_integer("steps", 1000, "Training steps (optimizer updates).")
 flags.DEFINE_integer("batch_size", 128, "Global batch size (split over all devices).")
 flags.DEFINE_string("dataset", None, "Dataset name from the registry (see research/data).")
@@ -50,7 +51,7 @@ flags.DEFINE_integer("process_id", None, "This process's index in a multi-proces
 # Flags that do not change what is computed: a workdir may be resumed with other values.
 NON_DEFINING = {"workdir", "overwrite", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                 "progress", "coordinator_address", "num_processes", "process_id", "tfds_data_dir", "data_on_device",
-                "compilation_cache_dir"}
+                "compilation_cache_dir", "replica"}
 
 
 def define_optimizer_flags(prefix: str = "", defaults: dict | None = None, who: str = "") -> None:
@@ -143,6 +144,8 @@ def prepare_workdir(extra_non_defining: Iterable[str] = ()):
 
     if not FLAGS.workdir:
         raise ConfigError("--workdir is required")
+    if FLAGS["replica"].present:
+        raise ConfigError("--replica applies to --mode=sample (which replica of a --num_seeds run to read)")
     check_divisible(FLAGS.batch_size, make_mesh())  # before anything is written
     wd = Workdir(FLAGS.workdir)
     if jax.process_index() == 0:

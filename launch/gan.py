@@ -192,12 +192,14 @@ def sample() -> None:
         workdir.lock()  # the workdir is written by one process at a time
     try:
         mesh = parallel.make_mesh()
-        state, step = restore_latest(task, workdir, FLAGS.seed, mesh, common.loop_config())  # replica 0 if several
+        loop = common.loop_config()
+        state, step = restore_latest(task, workdir, FLAGS.seed, mesh, loop, replica=FLAGS.replica)
         samples = task.sample(state, FLAGS.num_samples, FLAGS.sample_seed, mesh)
         if not chief:
             return
         out.mkdir(parents=True, exist_ok=True)
-        stem = out / f"samples_step{step:07d}_seed{FLAGS.sample_seed}"
+        which = f"_replica{FLAGS.replica}" if loop.num_seeds > 1 else ""  # replica i: the run of --seed + i
+        stem = out / f"samples_step{step:07d}{which}_seed{FLAGS.sample_seed}"
         np.savez(stem.with_suffix(".npz"), **samples)
         picture = task.picture(samples, limit=FLAGS.num_samples)
         _save_picture(picture, stem.with_suffix(".png"))

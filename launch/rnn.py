@@ -166,10 +166,13 @@ def sample() -> None:
     task = _char_lm_task(common.optimizer_config())
     workdir = Workdir(FLAGS.workdir)
     _check_vocab(workdir.path, task.vocab.chars, write=False)
-    state, step = restore_latest(task, workdir, FLAGS.seed, cfg=common.loop_config())
+    loop = common.loop_config()
+    state, step = restore_latest(task, workdir, FLAGS.seed, cfg=loop, replica=FLAGS.replica)
     text = task.generate(state, _prompt(), FLAGS.num_chars, FLAGS.temperature, FLAGS.sample_seed)
     if jax.process_index() == 0:
-        print(f"# step {step}, temperature {FLAGS.temperature}, seed {FLAGS.sample_seed}")
+        run_seed = FLAGS.seed + FLAGS.replica
+        which = f", replica {FLAGS.replica} (the run of --seed={run_seed})" if loop.num_seeds > 1 else ""
+        print(f"# step {step}{which}, temperature {FLAGS.temperature}, seed {FLAGS.sample_seed}")
         print(_prompt() + text)
 
 

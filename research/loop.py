@@ -141,13 +141,19 @@ def abstract_state(task: Task, rng: jax.Array, mesh: Mesh, cfg: LoopConfig | Non
 
 
 def restore_latest(task: Task, workdir: Workdir, seed: int = 0, mesh: Mesh | None = None,
-                   cfg: LoopConfig | None = None) -> tuple[Any, int]:
+                   cfg: LoopConfig | None = None, replica: int = 0) -> tuple[Any, int]:
     """(state, step) of the workdir's latest checkpoint, for entries that sample or evaluate without training.
 
-    For a run with several replicas (`cfg`), this is replica 0, or the fused model of a red-blue run.
+    For a `--num_seeds` run (`cfg`) this is replica `replica`, the run of seed + replica; for a red-blue run, the
+    fused model.
     """
     mesh = mesh or parallel.make_mesh()
     cfg = cfg or LoopConfig(steps=1)
+    if replica and cfg.red_blue:
+        raise ConfigError(f"the red-blue run in {workdir.path} is read as its fused model; --replica does not apply")
+    if not 0 <= replica < cfg.num_seeds:
+        raise ConfigError(f"--replica={replica}: the run in {workdir.path} trained replicas 0..{cfg.num_seeds - 1} "
+                          f"(--num_seeds={cfg.num_seeds})")
     ckpt = Checkpointer(workdir.checkpoints, async_save=False)
     try:
         step = ckpt.latest_step()
@@ -158,7 +164,7 @@ def restore_latest(task: Task, workdir: Workdir, seed: int = 0, mesh: Mesh | Non
         ckpt.close()
     if cfg.red_blue:
         state = replicas.fuse(state)
-    return (replicas.take(state, 0) if cfg.vmapped else state), step
+    return (replicas.take(state, replica) if cfg.vmapped else state), step
 
 
 def _pipelines(task: Task, cfg: LoopConfig, sharding: NamedSharding) -> list[Pipeline]:

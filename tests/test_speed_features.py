@@ -7,10 +7,10 @@ import pytest
 
 from research import data, replicas
 from research.errors import ConfigError
-from research.loop import LoopConfig, train_and_evaluate
+from research.loop import LoopConfig, restore_latest, train_and_evaluate
 from research.models.mlp import MLP
 from research.optim import OptimizerConfig
-from research.state import TrainState
+from research.state import TrainState, fingerprint
 from research.tasks.supervised import SupervisedConfig, SupervisedTask
 from research.workdir import Workdir
 
@@ -58,6 +58,13 @@ def test_num_seeds_replicas_match_their_single_seed_runs(tmp_path):
         for k in ("accuracy", "loss"):
             assert abs(got[k] - single["metrics"][k]) < 2e-3, (seed, k, got[k], single["metrics"][k])
     assert len({s["params_sha256"] for s in many["seeds"]}) == 3
+    # --mode=sample reads replica i of the checkpoint: the run of seed i.
+    loop = LoopConfig(steps=STEPS, num_seeds=3)
+    for i in range(3):
+        state, step = restore_latest(_task(), Workdir(tmp_path / "many"), cfg=loop, replica=i)
+        assert step == STEPS and fingerprint(_task().params(state)) == many["seeds"][i]["params_sha256"]
+    with pytest.raises(ConfigError, match=r"--replica=3: .* trained replicas 0\.\.2"):
+        restore_latest(_task(), Workdir(tmp_path / "many"), cfg=loop, replica=3)
 
 
 def test_num_seeds_params_match_single_runs_to_float_tolerance():
