@@ -24,7 +24,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics.jsonl, TensorBoard, final.json).")
 flags.DEFINE_bool("overwrite", False, "Delete the workdir's previous outputs and start afresh.")
 flags.DEFINE_integer("seed", 0, "Seed of the initialisation, the data order and every random draw.")
-flags.DEFINE_integer("replica", 0, "--mode=sample of a --num_seeds run: read replica i, the run of --seed + i.")
+flags.DEFINE_integer("replica", None, "--mode=sample of a --num_seeds run: read replica i, the run of --seed + i "
+                     "(default 0). Unset in training, so flags.txt never holds it.")
 flags.DEFINE_integer("steps", 1000, "Training steps (optimizer updates).")
 flags.DEFINE_integer("batch_size", 128, "Global batch size (split over all devices).")
 flags.DEFINE_string("dataset", None, "Dataset name from the registry (see research/data).")
@@ -144,7 +145,7 @@ def prepare_workdir(extra_non_defining: Iterable[str] = ()):
 
     if not FLAGS.workdir:
         raise ConfigError("--workdir is required")
-    if FLAGS["replica"].present:
+    if FLAGS.replica is not None:
         raise ConfigError("--replica applies to --mode=sample (which replica of a --num_seeds run to read)")
     check_divisible(FLAGS.batch_size, make_mesh())  # before anything is written
     wd = Workdir(FLAGS.workdir)

@@ -193,12 +193,13 @@ def sample() -> None:
     try:
         mesh = parallel.make_mesh()
         loop = common.loop_config()
-        state, step = restore_latest(task, workdir, FLAGS.seed, mesh, loop, replica=FLAGS.replica)
+        replica = FLAGS.replica or 0
+        state, step = restore_latest(task, workdir, FLAGS.seed, mesh, loop, replica=replica)
         samples = task.sample(state, FLAGS.num_samples, FLAGS.sample_seed, mesh)
         if not chief:
             return
         out.mkdir(parents=True, exist_ok=True)
-        which = f"_replica{FLAGS.replica}" if loop.num_seeds > 1 else ""  # replica i: the run of --seed + i
+        which = f"_replica{replica}" if loop.num_seeds > 1 else ""  # replica i: the run of --seed + i
         stem = out / f"samples_step{step:07d}{which}_seed{FLAGS.sample_seed}"
         np.savez(stem.with_suffix(".npz"), **samples)
         picture = task.picture(samples, limit=FLAGS.num_samples)

@@ -167,11 +167,12 @@ def sample() -> None:
     workdir = Workdir(FLAGS.workdir)
     _check_vocab(workdir.path, task.vocab.chars, write=False)
     loop = common.loop_config()
-    state, step = restore_latest(task, workdir, FLAGS.seed, cfg=loop, replica=FLAGS.replica)
+    replica = FLAGS.replica or 0
+    state, step = restore_latest(task, workdir, FLAGS.seed, cfg=loop, replica=replica)
     text = task.generate(state, _prompt(), FLAGS.num_chars, FLAGS.temperature, FLAGS.sample_seed)
     if jax.process_index() == 0:
-        run_seed = FLAGS.seed + FLAGS.replica
-        which = f", replica {FLAGS.replica} (the run of --seed={run_seed})" if loop.num_seeds > 1 else ""
+        run_seed = FLAGS.seed + replica
+        which = f", replica {replica} (the run of --seed={run_seed})" if loop.num_seeds > 1 else ""
         print(f"# step {step}{which}, temperature {FLAGS.temperature}, seed {FLAGS.sample_seed}")
         print(_prompt() + text)
 

@@ -87,6 +87,7 @@ def test_kill_and_resume_is_bitwise_equal_to_an_uninterrupted_run(run_launch, tm
     (["--learning_rate=abc"], "could not convert"),
     (["extra_positional"], "unexpected arguments"),
     (["--replica=1"], "--replica applies to --mode=sample"),
+    (["--replica=0"], "--replica applies to --mode=sample"),
 ])
 def test_bad_flags_fail_fast_with_one_line(run_launch, error_line, tmp_path, args, message):
     proc = run_launch("mlp", *QUICK, f"--workdir={tmp_path}", *args, check=False)
