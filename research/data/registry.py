@@ -47,6 +47,35 @@ class Dataset:
         return tuple(next(iter(self.splits.values()))["x"].shape[1:])
 
 
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which dataset a run trains on, in batches of how many examples (global, over all devices)."""
+
+    name: str
+    batch_size: int
+    tfds_data_dir: str | None = None  # where prepared TFDS datasets live (does not change the run)
+    data_dir: str | None = None       # where local dataset files live, e.g. IDX files (does not change the run)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("--dataset is required")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch_size must be positive, got {self.batch_size}")
+
+    def load(self, **options: Any) -> Dataset:
+        return load(self.name, tfds_data_dir=self.tfds_data_dir, data_dir=self.data_dir, **options)
+
+
+def facts(dataset: Dataset) -> dict[str, Any]:
+    """What a run's checkpoints depend on in its data: name, split sizes and shapes, classes, vocabulary."""
+    out: dict[str, Any] = {"name": dataset.name, "num_classes": dataset.num_classes,
+                           "splits": {name: {k: list(np.shape(v)) for k, v in sorted(arrays.items())}
+                                      for name, arrays in sorted(dataset.splits.items())}}
+    if "vocab" in dataset.info:
+        out["vocab"] = dataset.info["vocab"]
+    return out
+
+
 _SOURCES: dict[str, Callable[..., Dataset]] = {}
 _PREFIXES: dict[str, Callable[..., Dataset]] = {}
 

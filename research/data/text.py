@@ -3,6 +3,11 @@
 A char corpus is a `Dataset` whose splits hold `tokens` (int32, one per character) and whose
 `info["vocab"]` is the string of its characters in sorted order (token i is `vocab[i]`). Sources:
 - `text:PATH`: any local UTF-8 file; the first 90% of its characters are `train`, the rest `validation`.
+- `tiny_shakespeare`: Karpathy's Tiny Shakespeare (public-domain text, 1,115,394 ASCII characters), shipped
+  as package data (`research/data/corpora/tiny_shakespeare.txt`, checked against its sha256), split as
+  TFDS's `tiny_shakespeare` is: `train` the first 1,003,854 characters (90%), `validation` the next 55,770,
+  `test` the last 55,770. Its `train` split and the first 55,770 characters of its `validation` equal
+  those of `text:PATH` on the same file.
 - any dataset with a `text` feature, e.g. `tfds:tiny_shakespeare` (splits train / validation / test, one
   string each), through `char_corpus(load(...))`.
 
@@ -14,6 +19,8 @@ chunk of an epoch, when the carried state must start from zeros.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.resources
 import os
 from collections.abc import Mapping
 
@@ -26,6 +33,9 @@ from research.data.registry import Dataset, load, register
 from research.errors import ConfigError
 
 VALIDATION_FRACTION = 0.1
+TINY_SHAKESPEARE = ("corpora", "tiny_shakespeare.txt")  # under research/data, shipped as package data
+TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+TINY_SHAKESPEARE_SPLITS = (("train", 1_003_854), ("validation", 55_770), ("test", 55_770))  # TFDS's 90/5/5
 
 
 class CharVocab:
@@ -69,6 +79,28 @@ def text_file(path: str) -> Dataset:
         raise ConfigError(f"{path} is too short for a char corpus ({len(text)} characters)")
     return corpus_from_texts(f"text:{path}", {"train": text[:cut], "validation": text[cut:]},
                              {"source": os.path.abspath(path), "validation_fraction": VALIDATION_FRACTION})
+
+
+@register("tiny_shakespeare")
+def tiny_shakespeare() -> Dataset:
+    resource = importlib.resources.files("research.data").joinpath(*TINY_SHAKESPEARE)
+    try:
+        data = resource.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"the package data file research/data/{'/'.join(TINY_SHAKESPEARE)} is missing from this "
+                          f"installation (reinstall the package)") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != TINY_SHAKESPEARE_SHA256:  # e.g. line endings rewritten by a git checkout
+        raise ConfigError(f"{resource}: checksum mismatch: sha256 {digest}, expected {TINY_SHAKESPEARE_SHA256}")
+    text = data.decode("ascii")
+    texts, start = {}, 0
+    for split, size in TINY_SHAKESPEARE_SPLITS:
+        texts[split], start = text[start:start + size], start + size
+    assert start == len(text), (start, len(text))
+    return corpus_from_texts("tiny_shakespeare", texts, {
+        "source": f"research/data/{'/'.join(TINY_SHAKESPEARE)} (package data)", "sha256": digest,
+        "origin": "github.com/karpathy/char-rnn data/tinyshakespeare/input.txt", "licence": "public domain",
+        "splits": "TFDS tiny_shakespeare: first 90% train, next 5% validation, last 5% test"})
 
 
 def char_corpus(dataset: Dataset) -> Dataset:
