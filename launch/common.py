@@ -1,21 +1,26 @@
-"""Flags every launch module shares, and the one way a launch module runs.
+"""Flags every launch module shares, the readers that turn them into the library's configs, and the one way a
+launch module trains and exits.
 
-Only `launch/` reads absl flags: it turns them into the plain configs of `research/` and calls
-`research.loop.train_and_evaluate`. Bad input ends the process with one line on stderr:
-exit 2 for a configuration error (unknown flag, bad value, missing flagfile, incompatible workdir), exit 3 when
-training stops on a NaN/Inf, 128 + the signal's number (143, 130) when SIGTERM/SIGINT stopped it after a checkpoint.
+Only `launch/` reads absl flags. Each family module defines its own flags, reads all of them in one
+`config_from_flags()` into the family's frozen config (research/families/<family>.py, validated as it is built),
+and calls `train()`. Modules that import JAX are imported inside the functions that use them, so that a bad flag
+is answered before JAX loads (about a second).
+
+Bad input ends the process with one line on stderr and the exit code its exception carries (research/errors.py):
+2 for a configuration error, 3 when training stops on a NaN/Inf, 128 + the signal's number (143, 130) when
+SIGTERM/SIGINT stopped it after a checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from absl import app, flags
 
-from launch.cli import parse_flags
+from launch.cli import fail, parse_flags
 from research.errors import ConfigError, Interrupted, NonFiniteError
 
 FLAGS = flags.FLAGS
@@ -27,9 +32,9 @@ flags.DEFINE_integer("seed", 0, "Seed of the initialisation, the data order and 
 flags.DEFINE_integer("replica", None, "--mode=sample of a --num_seeds run: read replica i, the run of --seed + i "
                      "(default 0). Unset in training, so flags.txt never holds it.")
 flags.DEFINE_integer("steps", 1000, "Training steps (optimizer updates).")
-flags.DEFINE_integer("batch_size", 128, "Global batch size (split over all devices).")
-flags.DEFINE_string("dataset", None, "Dataset name from the registry (see research/data).")
 flags.DEFINE_string("tfds_data_dir", None, "Where prepared TFDS datasets live (for tfds:NAME datasets).")
+flags.DEFINE_string("data_dir", None, "Where local dataset files live (fashion_mnist, mnist: the four IDX files); "
+                    "searched before $RESEARCH_DATA_DIR/<name>/ (docs/data.md).")
 flags.DEFINE_integer("log_every", 100, "Log training metrics (averaged over the interval) every N steps.")
 flags.DEFINE_integer("eval_every", 0, "Evaluate every N steps (0: only at the end).")
 flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every N steps (0: only at the end).")
@@ -51,8 +56,14 @@ flags.DEFINE_integer("process_id", None, "This process's index in a multi-proces
 
 # Flags that do not change what is computed: a workdir may be resumed with other values.
 NON_DEFINING = {"workdir", "overwrite", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                "progress", "coordinator_address", "num_processes", "process_id", "tfds_data_dir", "data_on_device",
-                "compilation_cache_dir", "replica"}
+                "progress", "coordinator_address", "num_processes", "process_id", "tfds_data_dir", "data_dir",
+                "data_on_device", "compilation_cache_dir", "replica"}
+
+
+def define_data_flags(dataset: str | None = None, batch_size: int = 128) -> None:
+    """`--dataset` and `--batch_size`, with the family's defaults (each launch module calls this once)."""
+    flags.DEFINE_string("dataset", dataset, "Dataset name from the registry (see docs/data.md).")
+    flags.DEFINE_integer("batch_size", batch_size, "Global batch size (split over all devices).")
 
 
 def define_optimizer_flags(prefix: str = "", defaults: dict | None = None, who: str = "") -> None:
@@ -85,34 +96,59 @@ def define_optimizer_flags(prefix: str = "", defaults: dict | None = None, who: 
     flags.DEFINE_float(p + "l2", 0.0, "L2 penalty on weight matrices (coupled)" + who)
 
 
+# ---- flags -> the library's configs (called from each family's config_from_flags)
+
 def optimizer_config(prefix: str = ""):
-    from research.optim import OptimizerConfig, validate
+    from research.optim import OptimizerConfig
 
     v = lambda name: getattr(FLAGS, prefix + name)
-    cfg = OptimizerConfig(
-        name=v("optimizer"), learning_rate=v("learning_rate"), momentum=v("momentum"), nesterov=v("nesterov"),
-        beta1=v("beta1"), beta2=v("beta2"), eps=v("eps"), rms_decay=v("rms_decay"), schedule=v("schedule"),
-        warmup_steps=v("warmup_steps"), decay_steps=v("decay_steps"), final_lr_factor=v("final_lr_factor"),
-        step_every=v("step_every"), step_factor=v("step_factor"), clip_global_norm=v("clip_global_norm"),
-        clip_value=v("clip_value"), weight_decay=v("weight_decay"), l1=v("l1"), l2=v("l2"))
     try:
-        validate(cfg)
+        return OptimizerConfig(
+            name=v("optimizer"), learning_rate=v("learning_rate"), momentum=v("momentum"), nesterov=v("nesterov"),
+            beta1=v("beta1"), beta2=v("beta2"), eps=v("eps"), rms_decay=v("rms_decay"), schedule=v("schedule"),
+            warmup_steps=v("warmup_steps"), decay_steps=v("decay_steps"), final_lr_factor=v("final_lr_factor"),
+            step_every=v("step_every"), step_factor=v("step_factor"), clip_global_norm=v("clip_global_norm"),
+            clip_value=v("clip_value"), weight_decay=v("weight_decay"), l1=v("l1"), l2=v("l2"))
     except ConfigError as e:
         raise ConfigError(f"{prefix}optimizer flags: {e}") from None
-    return cfg
 
 
 def loop_config():
     from research.loop import LoopConfig
 
     bar = {"auto": None, "bar": True, "log": False}[FLAGS.progress]
-    cfg = LoopConfig(steps=FLAGS.steps, seed=FLAGS.seed, log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
-                     checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
-                     progress_bar=bar, steps_per_call=FLAGS.steps_per_call, num_seeds=FLAGS.num_seeds,
-                     red_blue=FLAGS.red_blue, fuse_every=FLAGS.fuse_every, data_on_device=FLAGS.data_on_device)
-    cfg.validate()
-    return cfg
+    return LoopConfig(steps=FLAGS.steps, seed=FLAGS.seed, log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
+                      checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
+                      progress_bar=bar, steps_per_call=FLAGS.steps_per_call, num_seeds=FLAGS.num_seeds,
+                      red_blue=FLAGS.red_blue, fuse_every=FLAGS.fuse_every, data_on_device=FLAGS.data_on_device)
 
+
+def data_config(name: str | None = None):
+    from research.data import DataConfig
+
+    return DataConfig(name=name or FLAGS.dataset or "", batch_size=FLAGS.batch_size,
+                      tfds_data_dir=FLAGS.tfds_data_dir, data_dir=FLAGS.data_dir)
+
+
+def widths(name: str, allow_none: bool = False) -> tuple[int, ...] | None:
+    """A list flag of layer widths as integers (ConfigError naming the flag otherwise)."""
+    values = FLAGS[name].value
+    if values is None and allow_none:
+        return None
+    try:
+        return tuple(int(v) for v in values or [] if v.strip())
+    except ValueError:
+        raise ConfigError(f"--{name} must be integers, got {values}") from None
+
+
+def refuse_given(names: Iterable[str], why: str) -> None:
+    """ConfigError if any flag of `names` was given on the command line or in a flagfile."""
+    given = [n for n in names if FLAGS[n].present]
+    if given:
+        raise ConfigError(f"--{given[0]} {why}")
+
+
+# ---- flags.txt
 
 def _format(value) -> str:
     if isinstance(value, bool):
@@ -136,52 +172,38 @@ def resolved_flags() -> dict[str, str]:
     return out
 
 
-def prepare_workdir(extra_non_defining: Iterable[str] = ()):
-    """Create, lock and check the workdir (process 0 only writes); returns a `research.workdir.Workdir`."""
-    import jax
-
-    from research.parallel import check_divisible, make_mesh
-    from research.workdir import Workdir
-
-    if not FLAGS.workdir:
-        raise ConfigError("--workdir is required")
-    if FLAGS.replica is not None:
-        raise ConfigError("--replica applies to --mode=sample (which replica of a --num_seeds run to read)")
-    check_divisible(FLAGS.batch_size, make_mesh())  # before anything is written
-    wd = Workdir(FLAGS.workdir)
-    if jax.process_index() == 0:
-        wd.create()
-        wd.lock()
-        if FLAGS.overwrite:
-            wd.clear()
-        wd.check_flags(resolved_flags(), ignore=NON_DEFINING | set(extra_non_defining))
-    return wd
-
-
 def adopt_run_flags(allowed: Iterable[str] = ()) -> None:
     """Set every run-defining flag from the workdir's flags.txt (for entries that sample from a trained run).
 
     A defining flag also given on the command line must agree with the run; `allowed` names flags that the
     entry itself uses (e.g. --mode, --num_samples) and are left as given.
     """
-    from research.workdir import FLAGS_FILE, parse_flags
+    from research.workdir import Workdir
+    from research.workdir import parse_flags as parse_flags_text
 
     if not FLAGS.workdir:
         raise ConfigError("--workdir is required")
-    path = os.path.join(FLAGS.workdir, FLAGS_FILE)
-    if not os.path.exists(path):
-        raise ConfigError(f"{path} does not exist: --workdir must hold a trained run")
+    workdir = Workdir(FLAGS.workdir)
+    if not workdir.flags_file.exists():
+        raise ConfigError(f"{workdir.flags_file} does not exist: --workdir must hold a trained run")
+    try:
+        saved = parse_flags_text(workdir.flags_file.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {workdir.flags_file}: {e}") from None
     skip = NON_DEFINING | set(allowed)
-    with open(path) as f:
-        saved = parse_flags(f.read())
     current = resolved_flags()
     for name, text in saved.items():
         if name in skip or name not in FLAGS:
             continue
         if FLAGS[name].present and current.get(name) != text:
             raise ConfigError(f"--{name}={current.get(name)} disagrees with the run in {FLAGS.workdir} ({text})")
-        FLAGS[name].parse(text)
+        try:
+            FLAGS[name].parse(text)
+        except flags.Error as e:
+            raise ConfigError(f"{workdir.flags_file}: {e}") from None
 
+
+# ---- running
 
 def setup_runtime() -> None:
     """Join a multi-process run if asked, and turn on the persistent compilation cache."""
@@ -196,21 +218,54 @@ def setup_runtime() -> None:
         enable_compilation_cache(path)
 
 
-def print_final(final: dict, workdir, extra: tuple[str, ...] = ()) -> None:
-    """The last lines of every training run, on process 0 only: final test metrics, any family-specific
-    `extra` lines, and where they were written."""
+def train(family: str, config: Any, *, non_defining: Iterable[str] = (),
+          summary: Callable[[dict, Any], Sequence[str]] | None = None) -> dict:
+    """Build the run of `config`, take the workdir (lock, --overwrite, flags.txt, dataset.json, config.json),
+    train and evaluate, and print the final lines (plus `summary(final, run)`); returns final.json's dict.
+    Everything that can be refused is refused before the workdir is touched."""
     import jax
 
-    if jax.process_index() == 0:
+    from research import families
+    from research.data import facts
+    from research.loop import train_and_evaluate
+    from research.parallel import make_mesh
+    from research.workdir import Workdir
+
+    if not FLAGS.workdir:
+        raise ConfigError("--workdir is required")
+    if FLAGS.replica is not None:
+        raise ConfigError("--replica applies to --mode=sample (which replica of a --num_seeds run to read)")
+    mesh = make_mesh()
+    run = families.family(family).build(config, mesh)
+    workdir = Workdir(FLAGS.workdir)
+    chief = jax.process_index() == 0
+    if chief:
+        workdir.create()
+        workdir.lock()
+    try:
+        if chief:
+            if FLAGS.overwrite:
+                workdir.clear()
+            workdir.check_dataset(facts(run.dataset))
+            workdir.check_flags(resolved_flags(), ignore=NON_DEFINING | set(non_defining))
+            workdir.write_config(family, families.to_dict(config))
+        final = train_and_evaluate(run.task, run.evaluators, config.loop, workdir, mesh)
+    finally:
+        workdir.unlock()
+    if chief:
         print(f"final test metrics (step {final['step']}): "
               + " ".join(f"{k}={v:.4f}" for k, v in final["metrics"].items()))
-        for line in extra:
+        for line in summary(final, run) if summary else ():
             print(line)
-        print(f"wrote {workdir.path / 'final.json'}")
+        for what, path in (("pictures", workdir.images), ("samples", workdir.samples)):
+            if path.is_dir():
+                print(f"{what} in {path}")
+        print(f"wrote {workdir.final_file}")
+    return final
 
 
 def run(main: Callable[[], object]) -> None:
-    """`app.run` with one-line errors: ConfigError -> exit 2, NonFiniteError -> exit 3, Interrupted -> 128 + signal."""
+    """`app.run` with one-line errors and the exit code each stopping exception carries."""
 
     def _main(argv):
         logging.getLogger("research").setLevel(logging.INFO)
@@ -218,14 +273,9 @@ def run(main: Callable[[], object]) -> None:
         logging.getLogger("jax").setLevel(logging.WARNING)
         try:
             main()
-        except ConfigError as e:
-            sys.stderr.write(f"error: {e}\n")
-            sys.exit(2)
-        except NonFiniteError as e:
-            sys.stderr.write(f"error: {e}\n")
-            sys.exit(3)
-        except Interrupted as e:
-            sys.stderr.write(f"{e}\n")
-            sys.exit(e.exit_code)
+        except (ConfigError, NonFiniteError) as e:
+            fail(str(e), e.exit_code)
+        except Interrupted as e:  # not an error: the run saved a checkpoint and can be resumed
+            fail(str(e), e.exit_code, prefix="")
 
     app.run(_main, flags_parser=parse_flags)

@@ -21,7 +21,7 @@ import time
 
 from absl import app, flags
 
-from launch.cli import parse_flags
+from launch.cli import fail, parse_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("spec", None, "Sweep spec (TOML), e.g. experiments/sweeps/mlp_optimizers.toml.")
@@ -42,6 +42,20 @@ flags.DEFINE_bool("dry_run", False, "Print each point's command and exit.")
 SWEEP_FILE = "sweep.json"
 
 
+def _read_info(path: str) -> dict:
+    from research.errors import ConfigError
+
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {path} ({type(e).__name__}); it records which sweep owns this directory: "
+                          f"restore it or use another --sweep_dir") from None
+    if not isinstance(info, dict):
+        raise ConfigError(f"{path} is not a JSON object; restore it or use another --sweep_dir")
+    return info
+
+
 def _sweep_info(sweep_dir: str, name: str, url: str) -> None:
     """Refuse a sweep dir that belongs to another sweep (other study or ledger); record ours on first use."""
     from research.errors import ConfigError
@@ -50,8 +64,7 @@ def _sweep_info(sweep_dir: str, name: str, url: str) -> None:
     path = os.path.join(sweep_dir, SWEEP_FILE)
     mine = {"study": name, "storage": redact(url)}
     if os.path.exists(path):
-        with open(path) as f:
-            theirs = json.load(f)
+        theirs = _read_info(path)
         for k in ("study", "storage"):
             if theirs.get(k) != mine[k]:
                 raise ConfigError(f"{sweep_dir} belongs to the sweep {theirs.get('study')!r} with the ledger "
@@ -106,14 +119,16 @@ def _run_workers(url: str, spec, sweep_dir: str) -> bool:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         codes = [p.wait() for p in procs]
-    bad = [c for c in codes if c not in (0, 130, -signal.SIGTERM, -signal.SIGINT)]
+    from research.errors import interrupted_exit_code
+
+    bad = [c for c in codes if c not in (0, interrupted_exit_code(signal.SIGINT), -signal.SIGTERM, -signal.SIGINT)]
     if bad:
         print(f"{len(bad)} worker(s) ended with an error (exit {bad[0]}); see their messages above", flush=True)
     return interrupted
 
 
 def main() -> None:
-    from research.errors import ConfigError
+    from research.errors import ConfigError, interrupted_exit_code
     from research.sweep import spec as spec_lib
     from research.sweep.ledger import Ledger, redact, storage_url
 
@@ -133,10 +148,7 @@ def main() -> None:
 
     if FLAGS.report:
         info_path = os.path.join(sweep_dir, SWEEP_FILE)
-        info = {}
-        if os.path.exists(info_path):
-            with open(info_path) as f:
-                info = json.load(f)
+        info = _read_info(info_path) if os.path.exists(info_path) else {}
         if not given and "***" in info.get("storage", ""):
             raise ConfigError(f"the ledger of {sweep_dir} is {info['storage']}: pass --storage with its password")
         url = storage_url(given or info.get("storage"), sweep_dir)
@@ -180,7 +192,7 @@ def main() -> None:
     left = sum(n for s, n in after.items() if s not in ("done", "failed"))
     if interrupted:
         print(f"interrupted: {left} runs unfinished; run the same command again to finish them")
-        sys.exit(130)
+        sys.exit(interrupted_exit_code(signal.SIGINT))
     if left:
         print(f"{left} runs unfinished (running elsewhere, or lost): run the same command again to finish them")
         sys.exit(1)
@@ -200,8 +212,7 @@ def _main(argv: list[str]) -> None:
     try:
         main()
     except ConfigError as e:
-        sys.stderr.write(scrub(f"error: {e}\n", hidden))
-        sys.exit(2)
+        fail(scrub(str(e), hidden), e.exit_code)
     except Exception:  # a storage error may quote the URL: never print its password
         import traceback
 

@@ -4,18 +4,26 @@ A checkpoint holds the train state pytree (params, optimizer state, model state,
 `meta` dict (data position, accumulated wall time). Restores always go into an abstract target (shapes,
 dtypes and shardings from `jax.eval_shape`), after checking that the saved tree has the same structure and
 shapes, so a checkpoint from another architecture is a clear error instead of a crash deep in Orbax.
+
+A checkpoint that cannot be read (a truncated data file, torn metadata, a step directory without its state:
+what a kill or a full disk mid-save leaves) is not an error of the user's: `restore_latest` moves it aside
+(never deletes it) and resumes from the newest checkpoint that reads.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
 from research.errors import ConfigError
+
+log = logging.getLogger("research")
 
 
 def _key_name(entry: Any) -> str:
@@ -74,7 +82,31 @@ class Checkpointer:
         self.check_compatible(step, abstract_state)
         out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                                                   meta=ocp.args.JsonRestore()))
+        if not isinstance(out["meta"], dict):
+            raise ValueError(f"the meta of checkpoint {step} is not a JSON object")
         return out["state"], dict(out["meta"])
+
+    def restore_latest(self, abstract_state: Any, move_aside: Callable[[pathlib.Path, str], Any] | None = None
+                       ) -> tuple[int, Any, dict[str, Any]] | None:
+        """(step, state, meta) of the newest checkpoint that can be read, or None if none can. An unreadable one
+        is handed to `move_aside(path, why)` (None: skipped with a warning, left in place); a checkpoint of another
+        architecture is a ConfigError, as in `restore`."""
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                state, meta = self.restore(step, abstract_state)
+            except ConfigError:
+                raise
+            except Exception as e:  # Orbax, tensorstore and json raise many types for a damaged checkpoint
+                why = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+                if move_aside is None:
+                    log.warning("checkpoint %s is unreadable (%s); trying an older one", self.directory / str(step),
+                                why)
+                    continue
+                move_aside(self.directory / str(step), why)
+                self._manager.reload()
+                continue
+            return step, state, meta
+        return None
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

@@ -1,13 +1,13 @@
 """The generic training loop every family runs on.
 
-    flags -> config -> task (dataset + model + optimizer) -> train_and_evaluate(task, loop_config, workdir)
+    flags -> config -> task + evaluators (research/families) -> train_and_evaluate(task, evaluators, cfg, workdir)
 
-Resume order: the workdir's latest checkpoint, else a fresh init from the seed. The loop owns everything
-that is not the family's math: the mesh and shardings, restoring and saving checkpoints (with the data
-position), periodic logging / evaluation / checkpointing by steps, metrics fetched one call late so the host
-never stalls dispatch, the NaN/Inf guard (stops with an error naming the step; the last good checkpoint is
-kept), stopping on SIGTERM/SIGINT with a checkpoint at the step reached (research/preemption.py), progress,
-and `final.json`.
+Resume order: the workdir's newest readable checkpoint (unreadable ones are moved aside), else a fresh init from
+the seed. The loop owns everything that is not the family's math: the mesh and shardings, restoring and saving
+checkpoints (with the data position), periodic logging / evaluation / checkpointing by steps, metrics fetched
+one call late so the host never stalls dispatch, the NaN/Inf guard (stops with an error naming the step; the
+last good checkpoint is kept), stopping on SIGTERM/SIGINT with a checkpoint at the step reached
+(research/preemption.py), progress, and handing metrics, pictures and `final.json` to the workdir's writer.
 
 Speed (small models are dispatch-bound, so these matter more than FLOPs):
 - `steps_per_call=K` runs K train steps in one compiled call (`lax.scan`); calls never cross a log, eval,
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import pathlib
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import jax
@@ -36,6 +36,7 @@ from research import parallel, replicas
 from research.checkpoint import Checkpointer
 from research.data.pipeline import ArrayPipeline, Batch, Pipeline
 from research.errors import ConfigError, Interrupted, NonFiniteError
+from research.evaluators.base import EvalContext, Evaluator, merge
 from research.preemption import StopSignal
 from research.progress import Progress
 from research.state import fingerprint
@@ -61,17 +62,11 @@ class LoopConfig:
     fuse_every: int = 0
     data_on_device: bool = True
 
-    @property
-    def replicas(self) -> int:
-        return 2 if self.red_blue else self.num_seeds
-
-    @property
-    def vmapped(self) -> bool:
-        return self.replicas > 1
-
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.steps < 1:
             raise ConfigError(f"--steps must be positive, got {self.steps}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
         for name in ("eval_every", "checkpoint_every", "fuse_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}")
@@ -83,28 +78,24 @@ class LoopConfig:
         if self.red_blue != (self.fuse_every > 0):
             raise ConfigError("--red_blue needs --fuse_every > 0, and --fuse_every applies only to --red_blue")
 
+    @property
+    def replicas(self) -> int:
+        return 2 if self.red_blue else self.num_seeds
 
-@dataclasses.dataclass
-class EvalContext:
-    """What a task's evaluation may use: where it is, and where pictures go (replica 0 only)."""
-
-    step: int
-    mesh: Mesh
-    writer: MetricWriter
-    workdir: pathlib.Path
-    replica: int = 0
+    @property
+    def vmapped(self) -> bool:
+        return self.replicas > 1
 
 
 class Task(Protocol):
-    """A family's math, as the loop sees it. Both `init_state` and `train_step` are pure and get jitted."""
+    """A family's math, as the loop sees it. Both `init_state` and `train_step` are pure and get jitted; nothing
+    here evaluates, draws or writes (that is `research/evaluators`)."""
 
     def init_state(self, rng: jax.Array) -> Any: ...
 
     def train_step(self, state: Any, batch: Batch) -> tuple[Any, dict[str, jax.Array]]: ...
 
     def train_pipeline(self, seed: int, sharding: NamedSharding) -> Pipeline: ...
-
-    def evaluate(self, state: Any, ctx: EvalContext) -> dict[str, float]: ...
 
     def params(self, state: Any) -> Any: ...
 
@@ -113,10 +104,15 @@ def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
-def _next_boundary(step: int, cfg: LoopConfig) -> int:
+def _eval_periods(evaluators: Sequence[Evaluator], cfg: LoopConfig) -> list[int]:
+    """Each evaluator's period: its own `every`, or the loop's `eval_every`."""
+    return [getattr(e, "every", 0) or cfg.eval_every for e in evaluators]
+
+
+def _next_boundary(step: int, cfg: LoopConfig, eval_periods: Sequence[int]) -> int:
     """The first step after `step` at which the loop must stop a compiled call (log/eval/save/fuse/end)."""
     ends = [cfg.steps]
-    for every in (cfg.log_every, cfg.eval_every, cfg.checkpoint_every, cfg.fuse_every):
+    for every in (cfg.log_every, cfg.checkpoint_every, cfg.fuse_every, *eval_periods):
         if every > 0:
             ends.append((step // every + 1) * every)
     return min(ends)
@@ -156,12 +152,12 @@ def restore_latest(task: Task, workdir: Workdir, seed: int = 0, mesh: Mesh | Non
                           f"(--num_seeds={cfg.num_seeds})")
     ckpt = Checkpointer(workdir.checkpoints, async_save=False)
     try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise ConfigError(f"no checkpoint in {workdir.checkpoints}; train first")
-        state, _ = ckpt.restore(step, abstract_state(task, jax.random.PRNGKey(seed), mesh, cfg)[0])
+        found = ckpt.restore_latest(abstract_state(task, jax.random.PRNGKey(seed), mesh, cfg)[0])
     finally:
         ckpt.close()
+    if found is None:
+        raise ConfigError(f"no readable checkpoint in {workdir.checkpoints}; train first")
+    step, state, _ = found
     if cfg.red_blue:
         state = replicas.fuse(state)
     return (replicas.take(state, replica) if cfg.vmapped else state), step
@@ -220,25 +216,28 @@ def _compiled_call(task: Task, cfg: LoopConfig, mesh: Mesh, on_device: bool, sta
     return jax.jit(call, donate_argnums=0, out_shardings=(state_sharding, parallel.replicated(mesh)))
 
 
-def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh | None = None) -> dict[str, Any]:
-    """Train `task` to `cfg.steps` in `workdir` (resuming if it holds a checkpoint); returns final.json's dict."""
-    cfg.validate()
+def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopConfig, workdir: Workdir,
+                       mesh: Mesh | None = None) -> dict[str, Any]:
+    """Train `task` to `cfg.steps` in `workdir` (resuming from its newest readable checkpoint), evaluating with
+    `evaluators`; returns final.json's dict."""
     mesh = mesh or parallel.make_mesh()
     chief = jax.process_index() == 0
     t_start = time.perf_counter()
+    eval_periods = _eval_periods(evaluators, cfg)
 
     # ---- State: abstract shapes first, then restore or init, everything replicated over the mesh.
     init_rng = jax.random.PRNGKey(cfg.seed)
     abstract, state_sharding = abstract_state(task, init_rng, mesh, cfg)
     pipelines = _pipelines(task, cfg, parallel.batch_sharding(mesh))
     ckpt = Checkpointer(workdir.checkpoints, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
-    start = ckpt.latest_step() or 0
-    if start > cfg.steps:
+    latest = ckpt.latest_step() or 0
+    if latest > cfg.steps:
         ckpt.close()
-        raise ConfigError(f"workdir {workdir.path} already holds a checkpoint at step {start} > --steps={cfg.steps}")
-    elapsed0, window0 = 0.0, []
-    if start:
-        state, meta = ckpt.restore(start, abstract)
+        raise ConfigError(f"workdir {workdir.path} already holds a checkpoint at step {latest} > --steps={cfg.steps}")
+    found = ckpt.restore_latest(abstract, workdir.move_aside if chief else None)
+    start, elapsed0, window0 = 0, 0.0, []
+    if found:
+        start, state, meta = found
         for pipeline, position in zip(pipelines, meta["data"], strict=True):
             pipeline.restore(position)
         elapsed0 = float(meta.get("elapsed", 0.0))
@@ -247,7 +246,7 @@ def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh
     else:
         state = jax.jit(_init_fn(task, cfg), out_shardings=state_sharding)(init_rng)
 
-    previous = workdir.read_final() if chief else None
+    previous = workdir.read_final(move_unreadable=True) if chief else None
     if previous and previous.get("step") == cfg.steps and start == cfg.steps:
         log.info("run already complete at step %d: %s", cfg.steps, previous.get("metrics"))
         ckpt.close()
@@ -259,7 +258,8 @@ def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh
     call = _compiled_call(task, cfg, mesh, batches.on_device, state_sharding, scanned)
     fuse = jax.jit(replicas.fuse, donate_argnums=0, out_shardings=state_sharding) if cfg.red_blue else None
 
-    writer = MetricWriter(workdir.path, resume_step=start, enabled=chief)
+    # ---- Writers and logging.
+    writer = MetricWriter(workdir, resume_step=start, enabled=chief)
     progress = Progress(cfg.steps, start, bar=cfg.progress_bar)
     elapsed = lambda: elapsed0 + time.perf_counter() - t_start
     window: list[dict[str, float]] = window0  # train metrics since the last log line
@@ -289,7 +289,8 @@ def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh
                 writer.scalars(done, "train", last_train)
                 progress.report(done, last_train)
 
-    def evaluate(step: int) -> tuple[dict[str, float], list[dict[str, float]]]:
+    # ---- Evaluation: every replica's metrics; replica 0's pictures and texts.
+    def evaluate(step: int, due: Sequence[Evaluator]) -> tuple[dict[str, float], list[dict[str, float]]]:
         writer.elapsed = elapsed()
         if cfg.red_blue:
             views = [replicas.take(replicas.fuse(state), 0)]
@@ -297,13 +298,20 @@ def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh
             views = [replicas.take(state, i) for i in range(cfg.replicas)]
         else:
             views = [state]
-        per = [task.evaluate(v, EvalContext(step, mesh, writer if i == 0 else writer.without_images(),
-                                            workdir.path, replica=i)) for i, v in enumerate(views)]
+        results = [merge(e.evaluate(v, EvalContext(step, mesh, pictures=i == 0)) for e in due)
+                   for i, v in enumerate(views)]
+        per = [r.metrics for r in results]
         metrics = per[0] if len(per) == 1 else replicas.mean_std(per)[0]
         writer.scalars(step, "test", metrics)
         if len(per) > 1:
             for i, m in enumerate(per):
                 writer.scalars(step, f"test_seed{cfg.seed + i}", m)
+        for name, image in results[0].images.items():
+            writer.image(step, name, image)
+        for name, fig in results[0].figures.items():
+            writer.figure(step, name, fig)
+        for name, text in results[0].texts.items():
+            writer.text(step, name, text)
         progress.write(f"eval step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         return metrics, per
 
@@ -317,23 +325,29 @@ def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh
         try:
             step = start
             while step < cfg.steps:
-                k = min(cfg.steps_per_call, _next_boundary(step, cfg) - step)
+                k = min(cfg.steps_per_call, _next_boundary(step, cfg, eval_periods) - step)
                 state, device_metrics = call(state, batches.data, batches.fetch(k, scanned))
-                if step == start:  # once: how long compilation and the first call took (benchmarks read this line)
+                first_call = step == start
+                if first_call:  # once: how long compilation and the first call took (benchmarks read this line)
                     jax.block_until_ready(device_metrics)
                     log.info("first call done: %.3f s after the loop started (unix time %.3f)",
                              time.perf_counter() - t_start, time.time())
                 drain()  # the previous call's metrics: by now its computation has finished
                 pending = (step + 1, k, device_metrics)
                 step += k
-                if step == cfg.steps or any(_due(step, e) for e in (cfg.checkpoint_every, cfg.eval_every,
-                                                                    cfg.fuse_every)):
+                if first_call:
+                    progress.start(step)
+                due = [e for e, every in zip(evaluators, eval_periods, strict=True)
+                       if _due(step, every) or step == cfg.steps]
+                if due or step == cfg.steps or any(_due(step, e) for e in (cfg.checkpoint_every, cfg.fuse_every)):
                     drain()
                 progress.update(step)
                 if fuse is not None and _due(step, cfg.fuse_every):
                     state = fuse(state)
-                if _due(step, cfg.eval_every) or step == cfg.steps:
-                    evaluated = evaluate(step)
+                if due:
+                    result = evaluate(step, due)
+                    if step == cfg.steps:
+                        evaluated = result
                 saved = _due(step, cfg.checkpoint_every) or step == cfg.steps
                 if saved:
                     save(step)
@@ -345,12 +359,13 @@ def train_and_evaluate(task: Task, cfg: LoopConfig, workdir: Workdir, mesh: Mesh
                                       f"{workdir.checkpoints}; run the same command to resume", stop.signum)
             drain()
             if evaluated is None:  # resumed exactly at the end: evaluate the restored state
-                evaluated = evaluate(cfg.steps)
+                evaluated = evaluate(cfg.steps, evaluators)
         finally:
             progress.close()
             ckpt.close()
             writer.close()
 
+    # ---- final.json
     metrics, per = evaluated
     final = {"step": cfg.steps, "metrics": metrics, "train_metrics": last_train,
              "wall_seconds": round(elapsed(), 3), "num_devices": int(mesh.devices.size),

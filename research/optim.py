@@ -12,6 +12,8 @@ normalisation scales.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -46,9 +48,16 @@ class OptimizerConfig:
     l1: float = 0.0
     l2: float = 0.0
 
+    def __post_init__(self) -> None:
+        _validate(self)
 
-def validate(cfg: OptimizerConfig) -> None:
-    """Raise ConfigError for unknown names and out-of-range or contradictory values."""
+
+def _validate(cfg: OptimizerConfig) -> None:
+    """Raise ConfigError for unknown names and out-of-range, non-finite or contradictory values."""
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{field.name} must be finite, got {value}")
     if cfg.name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {cfg.name!r}; choose one of {', '.join(OPTIMIZERS)}")
     if cfg.schedule not in SCHEDULES:
@@ -107,7 +116,6 @@ def _add_l1(l1: float) -> optax.GradientTransformation:
 def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> tuple[optax.GradientTransformation,
                                                                      optax.Schedule]:
     """The optax chain for `cfg` and its learning-rate schedule (for logging)."""
-    validate(cfg)
     schedule = make_schedule(cfg, total_steps)
     parts: list[optax.GradientTransformation] = []
     if cfg.l1:
@@ -131,3 +139,16 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> tuple[optax.Gradie
         parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=_matrices))
     parts.append(optax.scale_by_learning_rate(schedule))
     return optax.chain(*parts), schedule
+
+
+def gradient_step(loss_fn: Callable[[Any], tuple[jax.Array, Any]], params: Any, opt_state: Any,
+                  tx: optax.GradientTransformation) -> tuple[Any, Any, jax.Array, Any, dict[str, jax.Array]]:
+    """One optimizer update of every family: `loss_fn(params) -> (loss, aux)` differentiated, the optax update
+    applied. Returns (params, opt_state, loss, aux, norms) with the L2 norms of the gradients, the new
+    parameters and the update (`grad_norm`, `param_norm`, `update_norm`)."""
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    norms = {"grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
+             "update_norm": optax.global_norm(updates)}
+    return params, opt_state, loss, aux, norms

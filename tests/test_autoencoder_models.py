@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from research.errors import ConfigError
-from research.models.autoencoder import Autoencoder, corrupt, depth_to_space, make_autoencoder
+from research.models.autoencoder import Autoencoder, corrupt, make_autoencoder
+from research.models.layers import depth_to_space
 
 
 def _init(model, shape, seed=0):

@@ -9,12 +9,12 @@ import pytest
 from research import data, parallel
 from research.data import map_batches
 from research.errors import ConfigError
-from research.loop import EvalContext
+from research.evaluators import EvalContext
+from research.evaluators.reconstruction import ReconstructionEvaluator
 from research.models.autoencoder import make_autoencoder
 from research.optim import OptimizerConfig
 from research.state import TrainState
 from research.tasks.autoencoder import AutoencoderConfig, AutoencoderTask
-from research.writers import MetricWriter
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def digits():
 
 def _task(dataset, latent=4, variational=False, **cfg):
     model = make_autoencoder("dense", dataset.input_shape, latent, hidden=[32], variational=variational)
-    config = AutoencoderConfig(batch_size=32, steps=100, **cfg)
+    config = AutoencoderConfig(batch_size=32, steps=100, variational=variational, **cfg)
     return AutoencoderTask(model, dataset, OptimizerConfig(learning_rate=3e-3), config)
 
 
@@ -60,29 +60,36 @@ def test_train_step_is_pure_and_learns(digits, denoising_vae):
     assert set(m) >= {"loss", "sq_error", "kl", "elbo", "learning_rate", "grad_norm", "param_norm", "update_norm"}
 
 
-def test_evaluate_reports_ae_beside_pca_and_writes_pictures(digits, denoising_vae, tmp_path):
+def test_evaluate_reports_ae_beside_pca_and_draws(digits, denoising_vae):
     task, state = denoising_vae
-    writer = MetricWriter(tmp_path)
-    metrics = task.evaluate(state, EvalContext(7, parallel.make_mesh(), writer, tmp_path))
-    writer.close()
+    evaluator = ReconstructionEvaluator(task, digits, 64)
+    out = evaluator.evaluate(state, EvalContext(7, parallel.make_mesh()))
+    metrics = out.metrics
     assert {"sq_error", "mse", "bce", "pca_sq_error", "pca_mse", "elbo", "kl", "denoise_sq_error",
             "pca_denoise_sq_error"} <= set(metrics)
     x = digits.split("test")["x"]
-    assert metrics["pca_sq_error"] == pytest.approx(np.mean(np.sum((task.pca.reconstruct(x) - x) ** 2, (1, 2, 3))))
-    names = sorted(p.name for p in (tmp_path / "images").iterdir())
-    assert names == ["codes_0000007.png", "interpolation_0000007.png", "manifold_0000007.png",
-                     "reconstructions_0000007.png", "samples_0000007.png"]
+    assert metrics["pca_sq_error"] == pytest.approx(np.mean(np.sum((evaluator.pca.reconstruct(x) - x) ** 2,
+                                                                   (1, 2, 3))))
+    recon = np.asarray(jax.jit(task.decode)(state, jax.jit(task.encode)(state, x)[0]))
+    assert metrics["sq_error"] == pytest.approx(np.mean(np.sum((recon - x) ** 2, (1, 2, 3))), rel=1e-5)
+    assert sorted(out.images) == ["interpolation", "manifold", "reconstructions", "samples"]
+    assert sorted(out.figures) == ["codes"]
+    # reconstructions: rows input, corrupted, its reconstruction, autoencoder, PCA; one column per class (10)
+    assert out.images["reconstructions"].shape[:2] == (5 * (8 + 1) * 4 + 4, 10 * (8 + 1) * 4 + 4)
+    quiet = evaluator.evaluate(state, EvalContext(7, parallel.make_mesh(), pictures=False))
+    assert quiet.metrics == metrics and not quiet.images and not quiet.figures
 
 
 def test_eval_draws_do_not_depend_on_batching(digits, denoising_vae):
     """Corruption and VAE draws at evaluation are keyed by example index, so batching cannot change them."""
     task, state = denoising_vae
+    evaluator = ReconstructionEvaluator(task, digits, 64)
     x = digits.split("test")["x"]
     sharding = parallel.batch_sharding(parallel.make_mesh())
 
     def outputs(start):  # rows start..start+15 at batch positions 0..15 (the evaluation's compiled program)
         arrays = {"x": x[start:start + 16], "idx": np.arange(start, start + 16, dtype=np.int32)}
-        return map_batches(lambda b: task._eval_batch(state, b), arrays, task.eval_batch_size, sharding)
+        return map_batches(lambda b: evaluator._outputs(state, b), arrays, 64, sharding)
 
     first, shifted = outputs(0), outputs(8)
     for k in ("noisy", "noisy_logits", "elbo"):

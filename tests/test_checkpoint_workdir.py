@@ -1,6 +1,7 @@
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from research import parallel
 from research.checkpoint import Checkpointer
 from research.errors import ConfigError
 from research.workdir import Workdir, parse_flags
+from tests.conftest import REPO
 
 
 def _state(width):
@@ -78,33 +80,79 @@ def test_flags_mismatch_is_refused_and_non_defining_flags_may_change(tmp_path):
         wd.check_flags({"lr": "0.2", "log_every": "50"}, ignore={"log_every"})
 
 
-def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
+def _holder(path):
+    """A process that takes the workdir's lock and keeps it until killed."""
+    code = ("import sys, time; from research.workdir import Workdir; w = Workdir(sys.argv[1]); w.lock(); "
+            "print('locked', flush=True); time.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "locked\n"
+    return child
+
+
+def test_lock_refuses_a_live_owner_and_is_taken_once_it_dies(tmp_path):
     wd = Workdir(tmp_path)
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child = _holder(tmp_path)
     try:
-        (tmp_path / ".lock").write_text(json.dumps({"pid": child.pid, "host": socket.gethostname()}))
-        with pytest.raises(ConfigError, match=f"in use by pid {child.pid}"):
+        with pytest.raises(ConfigError, match=f"in use by pid {child.pid} on {socket.gethostname()}"):
             wd.lock()
     finally:
-        child.kill()
+        child.kill()  # kill -9: no chance to clean up; the kernel releases the flock
         child.wait()
-    wd.lock()  # the owner is dead now: stale lock taken over
+    assert (tmp_path / ".lock").exists()  # the dead owner's file is still there ...
+    wd.lock()  # ... and is no obstacle
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    assert stat.S_IMODE((tmp_path / ".lock").stat().st_mode) & 0o022 == 0  # 0644 or stricter
+    with pytest.raises(ConfigError, match="in use"):
+        Workdir(tmp_path).lock()  # a second Workdir of this same process is a second writer too
     wd.unlock()
+    assert not (tmp_path / ".lock").exists()
+    with wd.holding_lock():
+        assert (tmp_path / ".lock").exists()
     assert not (tmp_path / ".lock").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_twenty_processes_race_for_the_lock_and_exactly_one_wins_every_round(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tests.lock_race", str(tmp_path), "20", "50"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rounds = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rounds) == 50
+    assert all(r == {"won": 1, "refused": 19, "left_lock": False} for r in rounds), rounds
+
+
 def test_unwritable_workdir(tmp_path):
-    tmp_path.chmod(0o500)
-    try:
-        with pytest.raises(ConfigError, match="not writable"):
-            Workdir(tmp_path / "x").create()
-    finally:
-        tmp_path.chmod(0o700)
+    with pytest.raises(ConfigError, match="not writable"):  # not even root may create directories in /proc
+        Workdir("/proc/research-workdir-test/run").create()
 
 
 def test_unwritable_workdir_under_a_file(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="not writable"):
         Workdir(tmp_path / "file" / "run").create()
+
+
+def test_clear_removes_exactly_the_contract(tmp_path):
+    wd = Workdir(tmp_path)
+    wd.create()
+    for name in ("flags.txt", "config.json", "dataset.json", "final.json", "metrics.jsonl", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    for name in ("tensorboard", "checkpoints/10", "images", "samples", "unreadable", "mine"):
+        (tmp_path / name).mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="lock"):
+        wd.clear()
+    with wd.holding_lock():
+        wd.clear()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes.txt"]
+
+
+def test_dataset_facts_are_checked_on_restart(tmp_path):
+    wd = Workdir(tmp_path)
+    wd.create()
+    wd.check_dataset({"name": "text:a.txt", "vocab": "abc"})
+    wd.check_dataset({"name": "text:a.txt", "vocab": "abd"})  # no checkpoint yet: nothing to protect
+    (wd.checkpoints / "10").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="vocab differ"):
+        wd.check_dataset({"name": "text:a.txt", "vocab": "xyz"})
+    wd.check_dataset({"name": "text:a.txt", "vocab": "abd"})
+    with pytest.raises(ConfigError, match="not the data the run"):
+        wd.check_dataset({"name": "text:a.txt", "vocab": "abc"}, write=False)

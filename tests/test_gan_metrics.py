@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 
 from research import data
-from research.metrics import evaluator as ev
+from research.metrics import feature_classifier as ev
 from research.metrics.frechet import class_histogram_kl, classifier_score, feature_frechet_distance, frechet_distance
 from research.metrics.modes import mode_report
 
@@ -110,7 +110,7 @@ def test_evaluator_is_trained_once_and_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("RESEARCH_CACHE_DIR", str(tmp_path))
     digits = _synthetic_digits()
     monkeypatch.setattr(data, "load", lambda name, **_: digits)
-    cfg = ev.EvaluatorConfig(dataset="synthetic_digits", widths=(2, 4), feature_dim=8, epochs=1, batch_size=64,
+    cfg = ev.FeatureClassifierConfig(dataset="synthetic_digits", widths=(2, 4), feature_dim=8, epochs=1, batch_size=64,
                              min_accuracy=0.0)
     first = ev.load_or_train(cfg)
     files = sorted(p.name for p in (tmp_path / "evaluators").iterdir())
@@ -123,7 +123,7 @@ def test_evaluator_is_trained_once_and_cached(monkeypatch, tmp_path):
     def no_training(_):
         raise AssertionError("the cached evaluator was trained again")
 
-    monkeypatch.setattr(ev, "train_evaluator", no_training)
+    monkeypatch.setattr(ev, "train_classifier", no_training)
     second = ev.load_or_train(cfg)
     images = digits.split("test")["x"]
     f1, p1 = first.predict(images)
@@ -135,6 +135,6 @@ def test_evaluator_is_trained_once_and_cached(monkeypatch, tmp_path):
     assert second.predict(big)[0].shape == (100, 8)
     metrics = second.report(images, f1)
     assert set(metrics) == {"frechet_lenet", "classifier_score", "class_kl"}
-    assert cfg.key() != ev.EvaluatorConfig().key()
+    assert cfg.key() != ev.FeatureClassifierConfig().key()
     with pytest.raises(ev.ConfigError, match="reaches only"):
         ev.load_or_train(dataclasses.replace(cfg, min_accuracy=1.01))   # cached, but not good enough

@@ -60,7 +60,7 @@ def test_unknown_names():
     with pytest.raises(ConfigError, match="unknown GAN loss"):
         gan.gan_loss("relativistic")
     with pytest.raises(ConfigError, match="unknown GAN penalty"):
-        gan.check_penalty("r1")
+        gan.gan_penalty("r1", 1.0)
 
 
 def test_gradient_penalty_linear_critic():

@@ -11,15 +11,16 @@ from jax.flatten_util import ravel_pytree
 from research import data, parallel
 from research.data import Dataset
 from research.errors import ConfigError
-from research.loop import EvalContext
-from research.metrics import evaluator as ev
+from research.evaluators import EvalContext
+from research.evaluators.gan import GANEvaluator, GANSampler
+from research.metrics import feature_classifier as fc
+from research.metrics.modes import mode_report
 from research.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from research.models.gan_mlp import MLPDiscriminator, MLPGenerator
 from research.objectives.gan import gan_loss
 from research.optim import OptimizerConfig
 from research.state import fingerprint
 from research.tasks.gan import GANConfig, GANTask, critic_batches
-from research.writers import MetricWriter
 
 RING = data.load("gaussians_ring8")
 SGD = OptimizerConfig(name="sgd", learning_rate=0.1)
@@ -168,46 +169,64 @@ def test_bad_configurations():
         mlp_task(conditional=True)
 
 
-def test_evaluate_2d(tmp_path):
-    task = mlp_task(num_eval_samples=300)
+def test_evaluate_2d():
+    task = mlp_task()
     state = _init(task)
-    writer = MetricWriter(tmp_path)
-    metrics = task.evaluate(state, EvalContext(5, parallel.make_mesh(), writer, tmp_path))
-    writer.close()
-    assert set(metrics) == {"modes", "high_quality", "mode_kl", "finite_samples"}
-    assert (tmp_path / "images" / "samples_0000005.png").exists()
-    again = task.sample(state, 300, 0, parallel.make_mesh())["x"]
-    assert again.shape == (300, 2)
-    np.testing.assert_array_equal(again, task.sample(state, 300, 0, parallel.make_mesh())["x"])
+    mesh = parallel.make_mesh()
+    out = GANEvaluator(task, RING, batch_size=64, num_samples=300, seed=3).evaluate(state, EvalContext(5, mesh))
+    samples = GANSampler(task, 64).sample(state, 300, 3, mesh)["x"]
+    assert samples.shape == (300, 2)
+    np.testing.assert_array_equal(samples, GANSampler(task, 64).sample(state, 300, 3, mesh)["x"])
+    np.testing.assert_allclose(samples, GANSampler(task, 8).sample(state, 300, 3, mesh)["x"], rtol=1e-5, atol=1e-6)
+    assert out.metrics == {**mode_report(samples, np.asarray(RING.info["modes"]), RING.info["std"]),
+                           "finite_samples": 1.0}
+    assert set(out.figures) == {"samples"} and not out.images
+    quiet = GANEvaluator(task, RING, batch_size=64, num_samples=300, seed=3).evaluate(
+        state, EvalContext(5, mesh, pictures=False))
+    assert quiet.metrics == out.metrics and not quiet.figures
 
 
-def test_evaluate_images_with_a_tiny_evaluator(tmp_path):
-    tiny_cfg = ev.EvaluatorConfig(widths=(2, 4), feature_dim=8)
+def test_evaluate_2d_with_no_finite_sample():
+    task = mlp_task()
+    state = _init(task)
+    state = state.replace(g_params=jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), state.g_params))
+    out = GANEvaluator(task, RING, batch_size=64, num_samples=64).evaluate(state, EvalContext(1, parallel.make_mesh()))
+    assert out.metrics["finite_samples"] == 0.0 and out.metrics["modes"] == 0.0 and out.metrics["high_quality"] == 0.0
+
+
+def test_evaluate_images_with_a_tiny_classifier():
+    tiny_cfg = fc.FeatureClassifierConfig(widths=(2, 4), feature_dim=8)
     shapes = jax.eval_shape(tiny_cfg.model().init, jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda a: (0.1 * rng.standard_normal(a.shape)).astype(np.float32), shapes)
-    tiny = ev.Evaluator(tiny_cfg, params)  # untrained: the evaluation path does not care
+    tiny = fc.FeatureClassifier(tiny_cfg, params)  # untrained: the evaluation path does not care
     digits = fake_digits(n_test=48)
-    cfg = GANConfig(batch_size=8, steps=1, z_dim=4, num_eval_samples=48, grid_size=20, eval_batch_size=64)
+    cfg = GANConfig(batch_size=8, steps=1, z_dim=4)
     task = GANTask(MLPGenerator(out_shape=(28, 28, 1), hidden=(8,), output_tanh=True), MLPDiscriminator(hidden=(8,)),
-                   digits, SGD, SGD, cfg, evaluator=tiny)
+                   digits, SGD, SGD, cfg)
     state = _init(task)
-    writer = MetricWriter(tmp_path)
-    out = task.evaluate(state, EvalContext(1, parallel.make_mesh(), writer, tmp_path))
-    writer.close()
-    assert set(out) == {"frechet_lenet", "classifier_score", "class_kl", "finite_samples"}
-    assert out["frechet_lenet"] >= 0 and 1.0 <= out["classifier_score"] <= 10.0 and out["finite_samples"] == 1.0
-    assert (tmp_path / "images" / "samples_0000001.png").exists()
-    samples = task.sample(state, 48, 0, parallel.make_mesh())["x"]
+    mesh = parallel.make_mesh()
+    out = GANEvaluator(task, digits, batch_size=64, num_samples=48, grid_size=20, classifier=tiny).evaluate(
+        state, EvalContext(1, mesh))
+    samples = GANSampler(task, 64).sample(state, 48, 0, mesh)["x"]
     assert samples.shape == (48, 28, 28, 1) and samples.min() >= 0.0 and samples.max() <= 1.0
+    want = tiny.report(samples, tiny.predict(digits.split("test")["x"])[0])  # against the real test images
+    assert out.metrics == {**want, "finite_samples": 1.0}
+    assert out.images["samples"].shape == (4 * 29 + 1, 5 * 29 + 1, 1)  # the first 20 samples, 5 per row
+    np.testing.assert_array_equal(out.images["samples"][1:29, 1:29, 0], samples[0, ..., 0])
 
 
 def test_conditional_sampling_layout():
     """A conditional model samples labels 0, 1, 2, ... and draws one column per class."""
     digits = fake_digits()
-    cfg = GANConfig(batch_size=8, steps=1, z_dim=4, conditional=True, grid_size=20)
+    cfg = GANConfig(batch_size=8, steps=1, z_dim=4, conditional=True)
     task = GANTask(DCGANGenerator(size=28, channels=1, width=4, num_classes=10),
                    DCGANDiscriminator(size=28, width=4, num_classes=10), digits, SGD, SGD, cfg)
     assert set(task.train_arrays) == {"x", "y"}
-    samples = {"x": np.zeros((25, 28, 28, 1), np.float32), "y": np.arange(25) % 10}
-    assert task.picture(samples).shape == (2 * 29 + 1, 10 * 29 + 1, 1)   # 20 of 25 images: whole rows of 10
+    sampler = GANSampler(task, 8)
+    x = np.random.default_rng(0).uniform(size=(25, 28, 28, 1)).astype(np.float32)
+    grid = sampler.picture({"x": x, "y": np.arange(25) % 10}, limit=20)
+    assert grid.shape == (2 * 29 + 1, 10 * 29 + 1, 1)   # 20 of 25 images: whole rows of 10
+    np.testing.assert_array_equal(grid[30:58, 30:58], x[11])  # row 1, column 1: the 12th sample, label 1
+    labels = sampler.sample(_init(task), 16, 0, parallel.make_mesh())["y"]
+    np.testing.assert_array_equal(labels, np.arange(16) % 10)

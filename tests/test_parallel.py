@@ -50,10 +50,15 @@ def test_eight_devices_match_one(batch_norm):
 
 
 def test_batch_must_divide_by_devices():
-    task = SupervisedTask(MLP(hidden=(8,), out_dim=10), data.load("digits"), OptimizerConfig(),
-                          SupervisedConfig("classify", batch_size=20, steps=1))
-    with pytest.raises(ConfigError, match="does not divide by the 8 devices"):
-        task.train_pipeline(0, parallel.batch_sharding(parallel.make_mesh()))
+    from research.data import DataConfig
+    from research.families import mlp
+    from research.loop import LoopConfig
+
+    for batch, eval_batch, what in ((20, 0, "--batch_size=20"), (16, 100, "--eval_batch_size=100")):
+        cfg = mlp.Config(DataConfig("digits", batch), LoopConfig(steps=1), OptimizerConfig(),
+                         eval_batch_size=eval_batch)
+        with pytest.raises(ConfigError, match=f"{what} does not divide by the 8 devices"):
+            mlp.build(cfg, parallel.make_mesh())
 
 
 def test_distributed_flags_must_be_complete(monkeypatch):

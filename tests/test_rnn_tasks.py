@@ -10,10 +10,13 @@ import pytest
 
 from research.data.text import TBPTTPipeline, corpus_from_texts
 from research.errors import ConfigError
+from research.evaluators import EvalContext
+from research.evaluators.language_model import LanguageModelEvaluator, TextSampler
 from research.metrics import sequence as seqm
 from research.models.rnn import CharLM
 from research.optim import OptimizerConfig
-from research.tasks.sequence import CharLMConfig, CharLMTask
+from research.parallel import make_mesh
+from research.tasks.char_lm import CharLMConfig, CharLMTask
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 
@@ -25,7 +28,7 @@ def lm():
     model = CharLM(vocab_size=len(corpus.info["vocab"]), embed=8, cell="lstm", hidden=16, layers=2,
                    recurrent_init="identity")
     task = CharLMTask(model, corpus, OptimizerConfig(learning_rate=1e-2),
-                      CharLMConfig(batch_size=8, unroll=12, steps=10, sample_chars=0))
+                      CharLMConfig(batch_size=8, unroll=12, steps=10))
     apply = jax.jit(lambda params, x, carry: model.apply({"params": params}, x, carry))  # compiled once per shape
     return task, jax.jit(task.init_state)(jax.random.PRNGKey(0)), apply
 
@@ -53,7 +56,7 @@ def test_validation_in_two_half_chunks_equals_one_full_pass(lm):
     task, state, apply = lm
     tokens = jnp.asarray(task.corpus.split("validation")["tokens"][:97])
     x, y = tokens[:96].reshape(4, 24), tokens[1:97].reshape(4, 24)
-    halves = jax.jit(task.eval_nll)(state.params, jnp.stack([x[:, :12], x[:, 12:]]), jnp.stack([y[:, :12], y[:, 12:]]))
+    halves = jax.jit(task.nll)(state.params, jnp.stack([x[:, :12], x[:, 12:]]), jnp.stack([y[:, :12], y[:, 12:]]))
     logits, _ = apply(state.params, x, task.model.zero_carry(4))
     full = -jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], -1))
     np.testing.assert_allclose(halves, full, rtol=1e-5)
@@ -61,13 +64,28 @@ def test_validation_in_two_half_chunks_equals_one_full_pass(lm):
 
 def test_sampling_is_deterministic_for_a_seed(lm):
     task, state, _ = lm
-    a = task.generate(state, "the ", 40, 1.0, seed=3)
-    assert a == task.generate(state, "the ", 40, 1.0, seed=3) and len(a) == 40
-    assert a != task.generate(state, "the ", 40, 1.0, seed=4)
+    generate = TextSampler(task).generate
+    a = generate(state, "the ", 40, 1.0, seed=3)
+    assert a == generate(state, "the ", 40, 1.0, seed=3) and len(a) == 40
+    assert a != generate(state, "the ", 40, 1.0, seed=4)
     # temperature 0: the most likely character at every step, whatever the seed
-    assert task.generate(state, "the ", 40, 0.0, seed=0) == task.generate(state, "the ", 40, 0.0, seed=9)
+    assert generate(state, "the ", 40, 0.0, seed=0) == generate(state, "the ", 40, 0.0, seed=9)
     with pytest.raises(ConfigError, match="vocabulary"):
-        task.generate(state, "THE", 5, 1.0, seed=0)
+        generate(state, "THE", 5, 1.0, seed=0)
+
+
+def test_evaluator_scores_the_validation_text_and_samples(lm):
+    task, state, apply = lm
+    ev = LanguageModelEvaluator(task, task.corpus, batch_size=8, sample_chars=20, prompt="the ", temperature=0.5)
+    out = ev.evaluate(state, EvalContext(3, make_mesh()))
+    xs, ys = ev.chunks  # 8 streams of the validation text in chunks of 12 characters
+    nll = float(jax.jit(task.nll)(state.params, jnp.asarray(xs), jnp.asarray(ys))) / ys.size
+    assert out.metrics["loss"] == pytest.approx(nll, rel=1e-5) and out.metrics["chars"] == ys.size
+    assert out.metrics["bits_per_char"] == pytest.approx(nll / math.log(2), rel=1e-5)
+    assert out.texts == {"sample": "the " + TextSampler(task).generate(state, "the ", 20, 0.5, seed=3) + "\n"}
+    assert not ev.evaluate(state, EvalContext(3, make_mesh(), pictures=False)).texts
+    with pytest.raises(ConfigError, match="vocabulary"):  # an unknown prompt character: refused before training
+        LanguageModelEvaluator(task, task.corpus, batch_size=8, sample_chars=20, prompt="THE")
 
 
 def test_sequence_metrics():

@@ -1,10 +1,10 @@
-"""The evaluator classifier for generated digits: a LeNet trained once on `mnist_5k` and cached per machine.
+"""The feature classifier that scores generated digits: a LeNet trained once on `mnist_5k` and cached per machine.
 
-The cache key is a hash of `EvaluatorConfig` (architecture, training recipe, dataset), so changing any of them
+The cache key is a hash of `FeatureClassifierConfig` (architecture, training recipe, dataset), so changing any of them
 trains a new evaluator; the parameters are stored as `.npz` and the report (config, test accuracy, train time)
 as JSON under `research.paths.cache_dir("evaluators")` -- never pickle. Training is deterministic in the config.
 
-`Evaluator.report(fake, real)` gives the Fréchet distance between evaluator features of generated and real
+`FeatureClassifier.report(fake, real)` gives the Fréchet distance between evaluator features of generated and real
 images, the classifier score and the KL of the predicted-class histogram to uniform. These numbers compare runs
 within this codebase only; they are not Inception-based FID / IS and cannot be compared with papers.
 """
@@ -35,7 +35,7 @@ INPUT_SIZE = 28
 
 
 @dataclasses.dataclass(frozen=True)
-class EvaluatorConfig:
+class FeatureClassifierConfig:
     dataset: str = "mnist_5k"
     widths: tuple[int, ...] = (16, 32)
     feature_dim: int = 128
@@ -70,7 +70,7 @@ def _shift(rng: np.random.Generator, x: np.ndarray, max_shift: int) -> np.ndarra
     return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def train_evaluator(cfg: EvaluatorConfig) -> tuple[Any, dict[str, Any]]:
+def train_classifier(cfg: FeatureClassifierConfig) -> tuple[Any, dict[str, Any]]:
     """Train the LeNet of `cfg` on its dataset's train split; (params, report with the test accuracy)."""
     from research import data
 
@@ -103,7 +103,7 @@ def train_evaluator(cfg: EvaluatorConfig) -> tuple[Any, dict[str, Any]]:
             x = _shift(np_rng, train["x"][idx], cfg.max_shift)
             params, opt_state = step(params, opt_state, x, train["y"][idx], jax.random.fold_in(dropout_rng, i))
             i += 1
-    evaluator = Evaluator(cfg, params)
+    evaluator = FeatureClassifier(cfg, params)
     accuracy = float(np.mean(np.argmax(evaluator.predict(test["x"])[1], -1) == test["y"]))
     report = {"config": dataclasses.asdict(cfg), "key": cfg.key(), "test_accuracy": accuracy, "train_steps": i,
               "train_seconds": round(time.perf_counter() - t0, 1)}
@@ -111,8 +111,8 @@ def train_evaluator(cfg: EvaluatorConfig) -> tuple[Any, dict[str, Any]]:
 
 
 @functools.lru_cache(maxsize=8)
-def _apply_fn(cfg: EvaluatorConfig):
-    """One jitted forward pass per evaluator architecture, shared by every `Evaluator` of it."""
+def _apply_fn(cfg: FeatureClassifierConfig):
+    """One jitted forward pass per evaluator architecture, shared by every `FeatureClassifier` of it."""
     model = cfg.model()
 
     def apply(params, x):
@@ -124,10 +124,10 @@ def _apply_fn(cfg: EvaluatorConfig):
     return jax.jit(apply)
 
 
-class Evaluator:
+class FeatureClassifier:
     """A trained LeNet: features and class probabilities of images in [0, 1], and the sample-quality report."""
 
-    def __init__(self, cfg: EvaluatorConfig, params: Any, info: dict[str, Any] | None = None):
+    def __init__(self, cfg: FeatureClassifierConfig, params: Any, info: dict[str, Any] | None = None):
         self.cfg, self.params, self.info = cfg, params, info or {}
         self._apply = _apply_fn(cfg)
 
@@ -150,12 +150,12 @@ class Evaluator:
                 "classifier_score": classifier_score(probs), "class_kl": class_histogram_kl(probs)}
 
 
-def _paths(cfg: EvaluatorConfig):
+def _paths(cfg: FeatureClassifierConfig):
     root = cache_dir("evaluators")
     return root / f"lenet-{cfg.key()}.npz", root / f"lenet-{cfg.key()}.json"
 
 
-def load_or_train(cfg: EvaluatorConfig = EvaluatorConfig()) -> Evaluator:
+def load_or_train(cfg: FeatureClassifierConfig = FeatureClassifierConfig()) -> FeatureClassifier:
     """The cached evaluator of `cfg`, training (and caching) it first if this machine has none."""
     params_path, report_path = _paths(cfg)
     if params_path.exists() and report_path.exists():
@@ -164,7 +164,7 @@ def load_or_train(cfg: EvaluatorConfig = EvaluatorConfig()) -> Evaluator:
         report = json.loads(report_path.read_text())
     else:
         log.info("training the LeNet evaluator %s once (cached in %s)", cfg.key(), params_path.parent)
-        params, report = train_evaluator(cfg)
+        params, report = train_classifier(cfg)
         flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
         tmp = params_path.with_suffix(".tmp.npz")
         np.savez(tmp, **flat)
@@ -176,4 +176,4 @@ def load_or_train(cfg: EvaluatorConfig = EvaluatorConfig()) -> Evaluator:
     if report["test_accuracy"] < cfg.min_accuracy:
         raise ConfigError(f"the evaluator {params_path} reaches only {report['test_accuracy']:.4f} test accuracy "
                           f"(< {cfg.min_accuracy}); its numbers would mean little")
-    return Evaluator(cfg, params, report)
+    return FeatureClassifier(cfg, params, report)

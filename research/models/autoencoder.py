@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from research.errors import ConfigError
 from research.models.activations import activation
+from research.models.layers import depth_to_space
 
 ARCHS = ("dense", "conv")
 NOISES = ("none", "gaussian", "mask")
@@ -59,14 +60,6 @@ class DenseDecoder(nn.Module):
             z = act(nn.Dense(width)(z))
         logits = nn.Dense(math.prod(self.output_shape))(z)
         return logits.reshape((z.shape[0], *self.output_shape))
-
-
-def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
-    """(N, H, W, C*b*b) -> (N, H*b, W*b, C): each pixel's channels become a b x b patch."""
-    n, h, w, c = x.shape
-    out = c // (block * block)
-    x = x.reshape(n, h, w, block, block, out)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, h * block, w * block, out)
 
 
 class ConvEncoder(nn.Module):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from research.errors import ConfigError
+from research.models.layers import depth_to_space
 
 DCGAN_INIT = nn.initializers.normal(0.02)
 UPSAMPLERS = ("phase", "transpose")
@@ -47,13 +48,6 @@ def phase_kernel(kernel: jax.Array) -> jax.Array:
     both = rows[:, :, _PHASE_TAPS]              # (2 ph, 3 a, 2 pw, 3 b, in, out)
     both = both.transpose(1, 3, 4, 0, 2, 5)     # (3 a, 3 b, in, 2 ph, 2 pw, out)
     return both.reshape(3, 3, k_in, 4 * k_out)
-
-
-def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
-    """(N, H, W, b*b*C) with channels ordered (row phase, col phase, C) -> (N, b*H, b*W, C)."""
-    n, h, w, c = x.shape
-    x = x.reshape(n, h, w, block, block, c // (block * block))
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, h * block, w * block, c // (block * block))
 
 
 class Upsample2x(nn.Module):

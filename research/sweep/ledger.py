@@ -115,10 +115,16 @@ def open_storage(url: str):
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except ImportError as e:
-        raise ConfigError(f"no database driver for {redact(url)}: install psycopg (pip install 'psycopg[binary]') "
-                          f"for postgresql:// ({e.__class__.__name__})") from None
+        dialect = url.split(":", 1)[0].split("+", 1)[0]
+        driver = _DRIVERS.get(dialect, f"a Python database driver for {dialect}:// URLs")
+        raise ConfigError(f"no database driver for {redact(url)}: install {driver} ({e.__class__.__name__}: "
+                          f"{_first_line(e, url)})") from None
     except Exception as e:
         raise ConfigError(f"cannot open the ledger {redact(url)}: {_first_line(e, url)}") from None
+
+
+_DRIVERS = {"postgresql": "psycopg (pip install 'psycopg[binary]')",
+            "mysql": "PyMySQL (pip install pymysql) and write the URL as mysql+pymysql://..."}
 
 
 def _first_line(e: BaseException, url: str) -> str:
@@ -143,12 +149,6 @@ class Claim:
 
 
 # ----------------------------------------------------------------------------------------------- the ledger
-def _finished_ok(state) -> bool:
-    from optuna.trial import TrialState
-
-    return state == TrialState.COMPLETE
-
-
 def point_status(trials: Sequence[Any], max_retries: int) -> str:
     """done / running / waiting / new (never tried) / retry (lost, will be retried) / failed, for one key."""
     from optuna.trial import TrialState

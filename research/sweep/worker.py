@@ -29,15 +29,21 @@ import time
 import traceback
 from typing import Any
 
+from research.errors import exit_reason, interrupted_exit_code, resumable
 from research.sweep import ledger as ledger_lib
-from research.sweep.spec import Spec, load, seed_finals
+from research.sweep.spec import Spec, load, metric, seed_finals
 
-# research/preemption.py: a trial stopped by SIGINT / SIGTERM saved a checkpoint and exits 128 + the signal number
-# (`errors.Interrupted.exit_code`); it can resume, so it is retried.
-_STOPPED = {128 + int(s): s.name for s in (signal.SIGINT, signal.SIGTERM)}
-_EXIT_REASONS = {2: "config error (exit 2)", 3: "non-finite loss or norm (exit 3)",
-                 **{code: f"stopped by {name} after a checkpoint (exit {code})" for code, name in _STOPPED.items()}}
 LOG_TAIL_LINES = 20
+
+
+class _TrialEnded(Exception):
+    """A run of the trial did not succeed: record it in the ledger (unless `record` is false) and stop the trial."""
+
+    def __init__(self, reason: str, code: int | None, retriable: bool, say: str, record: bool = True,
+                 interrupted: bool = False):
+        super().__init__(reason)
+        self.reason, self.code, self.retriable, self.say, self.record = reason, code, retriable, say, record
+        self.interrupted = interrupted
 
 
 @dataclasses.dataclass
@@ -171,91 +177,82 @@ class Worker:
         results: list[dict[str, Any]] = []
         start = time.time()
         self.say(f"trial {claim.number}: {claim.key} (attempt {claim.attempt})")
+        offset = 0
         try:
             for seed, rel in claim.runs:
                 workdir = os.path.join(self.cfg.sweep_dir, rel)
                 cmd = self.spec.command(claim.flags, claim.flagfiles, seed, workdir, claim.num_seeds)
-                seeds = f"seed {seed}" if claim.num_seeds is None else f"seeds {seed}-{seed + claim.num_seeds - 1}"
-                with open(log_path, "a") as log:
-                    log.write(f"==== trial {claim.number} attempt {claim.attempt} {seeds} on "
-                              f"{self.ledger.host.split(':')[0]} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-                              f"==== {' '.join(cmd)}\n")
-                    log.flush()
-                    offset = log.tell()
-                    run_start = time.time()
-                    self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                 cwd=self.cfg.cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                                 preexec_fn=die_with_parent(signal.SIGKILL))
-                    beat.watch(self.proc)
-                    code = self.proc.wait()
-                self.proc = None
-                beat.watch(None)
-                if beat.lost:
-                    self.say(f"trial {claim.number}: declared lost by another worker; stopped it")
-                    return
-                if beat.stalled:
-                    beat.stop()
-                    reason = f"stalled: no output for {self.cfg.stall_after:g} s, killed"
-                    self.ledger.fail(claim, code, reason, _tail(log_path, offset), retriable=True, results=results,
-                                     wall=time.time() - start)
-                    self.say(f"trial {claim.number}: {reason}; retried later")
-                    return
-                if self.stopping:
-                    beat.stop()
-                    self.ledger.fail(claim, code, "interrupted (the worker was stopped)", _tail(log_path, offset),
-                                     retriable=True, results=results, wall=time.time() - start, interrupted=True)
-                    self.say(f"trial {claim.number}: interrupted; it will be run again")
-                    return
-                if code != 0:
-                    beat.stop()
-                    reason = _EXIT_REASONS.get(code) or (f"killed by {signal.Signals(-code).name}" if code < 0
-                                                         else f"exit {code}")
-                    tail = _tail(log_path, offset)
-                    retriable = code < 0 or code in _STOPPED
-                    self.ledger.fail(claim, code, reason, tail, retriable=retriable, results=results,
-                                     wall=time.time() - start)
-                    last = tail.strip().splitlines()[-1] if tail.strip() else ""
-                    self.say(f"trial {claim.number}: FAILED, {reason}{'; retried later' if retriable else ''}: {last}")
-                    return
-                seconds = time.time() - run_start
-                final = _read_final(workdir)
-                if final is None:
-                    beat.stop()
-                    self.ledger.fail(claim, code, f"exited 0 without a readable {workdir}/final.json",
-                                     _tail(log_path, offset), retriable=False, results=results,
-                                     wall=time.time() - start)
-                    self.say(f"trial {claim.number}: FAILED, no final.json")
-                    return
-                if claim.num_seeds is None:
-                    results.append({"seed": seed, "workdir": rel, "final": final, "seconds": round(seconds, 2)})
-                    continue
-                try:
-                    per_seed = seed_finals(final, seed, claim.num_seeds)
-                except ValueError as e:
-                    beat.stop()
-                    self.ledger.fail(claim, code, f"vectorised run {workdir}: {e}", _tail(log_path, offset),
-                                     retriable=False, results=results, wall=time.time() - start)
-                    self.say(f"trial {claim.number}: FAILED, {e}")
-                    return
-                results += [{"seed": s, "workdir": rel, "final": f, "seconds": round(seconds, 2),
-                             "vectorized": claim.num_seeds} for s, f in per_seed]
+                offset = self._log_header(log_path, claim, seed, cmd)
+                results += self._run(claim, seed, rel, cmd, log_path, offset, beat)
             beat.stop()
             wall = time.time() - start
             if self.ledger.succeed(claim, results, wall):
-                from research.sweep.spec import metric
-
                 shown = " ".join(f"{m}={v:.4g}" for m in self.spec.metrics
                                  if (v := metric(results[0]["final"], m)) is not None)
                 shown += f" (seed {results[0]['seed']} of {len(results)})" if len(results) > 1 else ""
                 self.say(f"trial {claim.number}: done in {wall:.1f} s {shown}")
             else:
                 self.say(f"trial {claim.number}: finished, but the ledger had already closed it")
+        except _TrialEnded as end:
+            beat.stop()
+            if end.record:
+                self.ledger.fail(claim, end.code, end.reason, _tail(log_path, offset), retriable=end.retriable,
+                                 results=results, wall=time.time() - start, interrupted=end.interrupted)
+            self.say(f"trial {claim.number}: {end.say}")
         finally:
             if beat.is_alive():
                 beat.stop()
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+
+    def _log_header(self, log_path: str, claim: ledger_lib.Claim, seed: int, cmd: list[str]) -> int:
+        """Start a run's section of the trial's log; returns where the run's own output begins."""
+        seeds = f"seed {seed}" if claim.num_seeds is None else f"seeds {seed}-{seed + claim.num_seeds - 1}"
+        with open(log_path, "a") as log:
+            log.write(f"==== trial {claim.number} attempt {claim.attempt} {seeds} on "
+                      f"{self.ledger.host.split(':')[0]} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                      f"==== {' '.join(cmd)}\n")
+            return log.tell()
+
+    def _run(self, claim: ledger_lib.Claim, seed: int, rel: str, cmd: list[str], log_path: str, offset: int,
+             beat: _Heartbeat) -> list[dict[str, Any]]:
+        """Run one workdir of the trial to its end; its results (one per seed), or _TrialEnded."""
+        workdir = os.path.join(self.cfg.sweep_dir, rel)
+        with open(log_path, "a") as log:
+            run_start = time.time()
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         cwd=self.cfg.cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                         preexec_fn=die_with_parent(signal.SIGKILL))
+            beat.watch(self.proc)
+            code = self.proc.wait()
+        self.proc = None
+        beat.watch(None)
+        if beat.lost:
+            raise _TrialEnded("lost", code, False, "declared lost by another worker; stopped it", record=False)
+        if beat.stalled:
+            reason = f"stalled: no output for {self.cfg.stall_after:g} s, killed"
+            raise _TrialEnded(reason, code, True, f"{reason}; retried later")
+        if self.stopping:
+            raise _TrialEnded("interrupted (the worker was stopped)", code, True, "interrupted; it will be run again",
+                              interrupted=True)
+        if code != 0:
+            reason, retriable = exit_reason(code), resumable(code)
+            last = _tail(log_path, offset, lines=1).strip()
+            raise _TrialEnded(reason, code, retriable,
+                              f"FAILED, {reason}{'; retried later' if retriable else ''}: {last}")
+        final = _read_final(workdir)
+        if final is None:
+            raise _TrialEnded(f"exited 0 without a readable {workdir}/final.json", code, False, "FAILED, no final.json")
+        seconds = round(time.time() - run_start, 2)
+        if claim.num_seeds is None:
+            return [{"seed": seed, "workdir": rel, "final": final, "seconds": seconds}]
+        try:
+            per_seed = seed_finals(final, seed, claim.num_seeds)
+        except ValueError as e:
+            raise _TrialEnded(f"vectorised run {workdir}: {e}", code, False, f"FAILED, {e}") from None
+        return [{"seed": s, "workdir": rel, "final": f, "seconds": seconds, "vectorized": claim.num_seeds}
+                for s, f in per_seed]
 
 
 def _tail(path: str, offset: int, lines: int = LOG_TAIL_LINES, chars: int = 4000) -> str:
@@ -288,15 +285,15 @@ def main() -> int:
         signal.signal(signal.SIGINT, worker.on_signal)
         ran = worker.run()
     except KeyboardInterrupt:
-        return 130
+        return interrupted_exit_code(signal.SIGINT)
     except Exception as e:
         from research.errors import ConfigError
 
         text = str(e) if isinstance(e, ConfigError) else traceback.format_exc()
         sys.stderr.write(ledger_lib.scrub(f"[worker {cfg.index}] error: {text}\n", hidden))
-        return 2 if isinstance(e, ConfigError) else 1
+        return e.exit_code if isinstance(e, ConfigError) else 1
     worker.say(f"ran {ran} trial(s); {'stopped' if worker.stopping else 'nothing left to run'}")
-    return 130 if worker.stopping else 0
+    return interrupted_exit_code(signal.SIGINT) if worker.stopping else 0
 
 
 if __name__ == "__main__":

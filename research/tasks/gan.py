@@ -22,20 +22,14 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
-from research.data import ArrayPipeline, Dataset, Pipeline, StreamPipeline, map_batches
+from research.data import ArrayPipeline, Dataset, Pipeline, StreamPipeline
 from research.errors import ConfigError
-from research.loop import EvalContext
-from research.metrics.evaluator import Evaluator
-from research.metrics.modes import mode_report
-from research.objectives.gan import check_penalty, clip_weights, gan_loss, gradient_penalty
-from research.optim import OptimizerConfig, make_optimizer
-from research.parallel import batch_sharding, check_divisible
-from research.state import global_norm, step_rng
-from research.writers import image_grid
+from research.objectives.gan import gan_loss, gan_penalty
+from research.optim import OptimizerConfig, gradient_step, make_optimizer
+from research.state import step_rng
 
 
 @struct.dataclass
@@ -65,26 +59,24 @@ class GANConfig:
     n_critic: int = 1
     unroll_steps: int = 0
     conditional: bool = False
-    num_eval_samples: int = 0       # 0: 2,500 for 2-D data, the test split's size for images
-    eval_batch_size: int = 512
-    grid_size: int = 64             # images in the sample grid (conditional: rounded to whole rows of classes)
-    eval_seed: int = 0              # the z of every evaluation (the same at every step, so grids are comparable)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         gan_loss(self.loss)
-        check_penalty(self.penalty)
+        gan_penalty(self.penalty, self.penalty_strength)
         if self.batch_size < 1 or self.z_dim < 1:
             raise ConfigError(f"--batch_size and --z_dim must be positive, got {self.batch_size}, {self.z_dim}")
         if self.n_critic < 1:
             raise ConfigError(f"--n_critic must be >= 1, got {self.n_critic}")
         if self.unroll_steps < 0:
             raise ConfigError(f"--unroll_steps must be >= 0, got {self.unroll_steps}")
-        if self.penalty == "gradient_penalty" and self.gp_weight <= 0:
+        if self.penalty == "gradient_penalty" and not self.gp_weight > 0:
             raise ConfigError(f"--gp_weight must be positive with the gradient penalty, got {self.gp_weight}")
-        if self.penalty == "weight_clip" and self.weight_clip <= 0:
+        if self.penalty == "weight_clip" and not self.weight_clip > 0:
             raise ConfigError(f"--weight_clip must be positive with weight clipping, got {self.weight_clip}")
-        if self.num_eval_samples < 0 or self.grid_size < 1:
-            raise ConfigError("--num_eval_samples must be >= 0 and --grid_size >= 1")
+
+    @property
+    def penalty_strength(self) -> float:
+        return {"gradient_penalty": self.gp_weight, "weight_clip": self.weight_clip}.get(self.penalty, 0.0)
 
 
 def param_key(rng: jax.Array) -> jax.Array:
@@ -116,46 +108,14 @@ def critic_batches(x: jax.Array, n_critic: int) -> jax.Array:
     return jnp.swapaxes(x.reshape(x.shape[0] // n_critic, n_critic, *x.shape[1:]), 0, 1)
 
 
-def resize_images(x: np.ndarray, size: int, chunk: int = 1000) -> np.ndarray:
-    """NHWC images resized to size x size (bilinear with antialiasing), in chunks to bound memory."""
-    if x.shape[1:3] == (size, size):
-        return x
-    out = [np.asarray(jax.image.resize(jnp.asarray(x[i:i + chunk]), (len(x[i:i + chunk]), size, size, x.shape[3]),
-                                       "linear")) for i in range(0, len(x), chunk)]
-    return np.concatenate(out).astype(np.float32)
-
-
-def scatter_figure(samples: np.ndarray, modes: np.ndarray, real: np.ndarray | None = None, title: str = ""):
-    """Generated 2-D points against the true modes (and real samples, if given)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    if real is not None:
-        ax.scatter(real[:, 0], real[:, 1], s=2, c="0.7", label="data")
-    ax.scatter(samples[:, 0], samples[:, 1], s=2, c="tab:blue", alpha=0.5, label="samples")
-    ax.scatter(modes[:, 0], modes[:, 1], marker="x", c="tab:red", s=40, label="modes")
-    lim = 1.5 * float(np.abs(modes).max())
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
-    ax.legend(loc="upper right", fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
 class GANTask:
     """The GAN family's math for the generic loop (see `research.loop.Task`)."""
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, dataset: Dataset, g_optimizer: OptimizerConfig,
-                 d_optimizer: OptimizerConfig, cfg: GANConfig, *, image_size: int = 0,
-                 evaluator: Evaluator | None = None):
-        cfg.validate()
-        self.g, self.d, self.dataset, self.cfg, self.evaluator = generator, discriminator, dataset, cfg, evaluator
+                 d_optimizer: OptimizerConfig, cfg: GANConfig):
+        self.g, self.d, self.dataset, self.cfg = generator, discriminator, dataset, cfg
         self.loss_fn = gan_loss(cfg.loss)
+        self.penalty = gan_penalty(cfg.penalty, cfg.penalty_strength)
         if cfg.penalty == "gradient_penalty" and getattr(discriminator, "batch_norm", False):
             raise ConfigError("the gradient penalty is per example: turn off the critic's batch norm "
                               "(--d_batch_norm=false)")
@@ -164,28 +124,17 @@ class GANTask:
         if not (self.is_2d or self.images):
             raise ConfigError(f"the GAN family trains on images or generated 2-D mixtures; {dataset.name} has "
                               f"inputs of shape {dataset.input_shape}")
+        if self.images and dataset.input_shape[0] != dataset.input_shape[1]:
+            raise ConfigError(f"{dataset.name} images are {dataset.input_shape[:2]}, not square; set --image_size")
         if cfg.conditional and (dataset.num_classes is None or not self.images):
             raise ConfigError(f"--conditional needs an image dataset with class labels; {dataset.name} has none")
         self.num_classes = dataset.num_classes if cfg.conditional else 0
-        if self.images:
-            size = image_size or dataset.input_shape[0]
-            if dataset.input_shape[0] != dataset.input_shape[1] and not image_size:
-                raise ConfigError(f"{dataset.name} images are not square; set --image_size")
-            self.train_arrays = {"x": resize_images(dataset.split("train")["x"], size)}
-            if cfg.conditional:
-                self.train_arrays["y"] = dataset.split("train")["y"]
-            test = dataset.split("test")
-            # The evaluator sees real test images through the same resize as training images.
-            self.real_eval = resize_images(test["x"], size)
-            self.data_shape = self.train_arrays["x"].shape[1:]
-        else:
-            self.modes = np.asarray(dataset.info["modes"], np.float64)
-            self.std = float(dataset.info["std"])
-            self.data_shape = dataset.input_shape
+        self.data_shape = dataset.input_shape
+        if self.images:  # one dict for every replica's pipeline, so the loop copies it to the devices once
+            train = dataset.split("train")
+            self.train_arrays = {"x": train["x"], **({"y": train["y"]} if cfg.conditional else {})}
         self.g_tx, self.g_schedule = make_optimizer(g_optimizer, cfg.steps)
         self.d_tx, self.d_schedule = make_optimizer(d_optimizer, cfg.steps * cfg.n_critic)
-        self._real_features: np.ndarray | None = None
-        self._generate = jax.jit(self.generate)
 
     # ---- model application
     def _d_apply(self, params, model_state, x, labels):
@@ -210,28 +159,22 @@ class GANTask:
                         g_state=g_vars, d_state=d_vars, rng=run_rng)
 
     def critic_update(self, d_params, d_opt_state, d_state, real, real_labels, fake, fake_labels, rng):
-        """One critic update (loss + penalty, optimizer, then weight clipping); differentiable in `fake`, which
-        is what the unrolled generator loss needs. Returns (params, opt_state, model_state, metrics)."""
-        cfg = self.cfg
+        """One critic update (loss + penalty, optimizer, then the penalty's projection); differentiable in `fake`,
+        which is what the unrolled generator loss needs. Returns (params, opt_state, model_state, metrics)."""
 
         def loss_fn(params):
             d_real, s = self._d_apply(params, d_state, real, real_labels)
             d_fake, s = self._d_apply(params, dict(s), fake, fake_labels)
             d_loss, _, parts = self.loss_fn(d_real, d_fake)
-            extra = {"d_real": jnp.mean(d_real), "d_fake": jnp.mean(d_fake), **parts}
-            if cfg.penalty == "gradient_penalty":
-                critic = lambda x: self._d_apply(params, dict(s), x, fake_labels)[0]
-                penalty = gradient_penalty(critic, real, fake, rng)
-                extra["gradient_penalty"] = penalty
-                d_loss = d_loss + cfg.gp_weight * penalty
-            return d_loss, (dict(s), extra)
+            critic = lambda x: self._d_apply(params, dict(s), x, fake_labels)[0]
+            penalty, penalty_parts = self.penalty.loss(critic, real, fake, rng)
+            extra = {"d_real": jnp.mean(d_real), "d_fake": jnp.mean(d_fake), **parts, **penalty_parts}
+            return d_loss + penalty, (dict(s), extra)
 
-        (d_loss, (new_state, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
-        updates, d_opt_state = self.d_tx.update(grads, d_opt_state, d_params)
-        d_params = optax.apply_updates(d_params, updates)
-        if cfg.penalty == "weight_clip":
-            d_params = clip_weights(d_params, cfg.weight_clip)
-        return d_params, d_opt_state, new_state, {"d_loss": d_loss, "d_grad_norm": global_norm(grads), **extra}
+        d_params, d_opt_state, d_loss, (new_state, extra), norms = gradient_step(loss_fn, d_params, d_opt_state,
+                                                                                 self.d_tx)
+        d_params = self.penalty.project(d_params)
+        return d_params, d_opt_state, new_state, {"d_loss": d_loss, "d_grad_norm": norms["grad_norm"], **extra}
 
     def unrolled_critic(self, d_params, d_opt_state, d_state, real, real_labels, fake, fake_labels, rng):
         """The critic's parameters and collections after `unroll_steps` updates on one batch (differentiable)."""
@@ -280,16 +223,16 @@ class GANTask:
             critic_body, (state.d_params, state.d_opt_state, state.d_state), (reals, real_labels, critic_keys))
 
         labels = None if real_labels is None else real_labels[-1]
-        (_, (g_state, g_metrics)), g_grads = jax.value_and_grad(self.generator_loss, has_aux=True)(
-            state.g_params, state.g_state, d_params, d_opt_state, d_state, reals[-1], labels,
-            self._noise(jax.random.fold_in(rng, 1)), labels, jax.random.fold_in(rng, 2))
-        updates, g_opt_state = self.g_tx.update(g_grads, state.g_opt_state, state.g_params)
-        g_params = optax.apply_updates(state.g_params, updates)
+        g_loss = lambda p: self.generator_loss(p, state.g_state, d_params, d_opt_state, d_state, reals[-1], labels,
+                                               self._noise(jax.random.fold_in(rng, 1)), labels,
+                                               jax.random.fold_in(rng, 2))
+        g_params, g_opt_state, _, (g_state, g_metrics), g_norms = gradient_step(g_loss, state.g_params,
+                                                                                 state.g_opt_state, self.g_tx)
 
         metrics = {k: jnp.mean(v) for k, v in critic_metrics.items()}
         metrics.update(g_metrics)
-        metrics.update({"g_grad_norm": global_norm(g_grads), "g_param_norm": global_norm(g_params),
-                        "d_param_norm": global_norm(d_params), "g_learning_rate": self.g_schedule(state.step),
+        metrics.update({"g_grad_norm": g_norms["grad_norm"], "g_param_norm": g_norms["param_norm"],
+                        "d_param_norm": optax.global_norm(d_params), "g_learning_rate": self.g_schedule(state.step),
                         "d_learning_rate": self.d_schedule(state.step * n)})
         new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params, g_opt_state=g_opt_state,
                                   d_opt_state=d_opt_state, g_state=g_state, d_state=d_state)
@@ -302,57 +245,11 @@ class GANTask:
 
     # ---- host side
     def train_pipeline(self, seed: int, sharding) -> Pipeline:
-        check_divisible(self.cfg.batch_size, sharding.mesh)
         total = self.cfg.batch_size * self.cfg.n_critic
         if self.images:
             return ArrayPipeline(self.train_arrays, total, seed=seed, sharding=sharding)
         sample = self.dataset.sample
         return StreamPipeline(lambda rng, n: {"x": sample(rng, n)["x"]}, total, seed=seed, sharding=sharding)
-
-    def sample(self, state: GANState, n: int, seed: int, mesh) -> dict[str, np.ndarray]:
-        """`n` samples from z ~ default_rng(seed) ({"x", and "y" for a conditional model: labels 0, 1, ...})."""
-        eval_batch = self.cfg.eval_batch_size
-        check_divisible(eval_batch, mesh, "--eval_batch_size")
-        arrays = {"z": np.random.default_rng(seed).standard_normal((n, self.cfg.z_dim)).astype(np.float32)}
-        if self.num_classes:
-            arrays["y"] = (np.arange(n) % self.num_classes).astype(np.int32)
-        out = map_batches(lambda b: self._generate(state, b["z"], b.get("y")), arrays, eval_batch,
-                          batch_sharding(mesh))
-        return {"x": np.asarray(out), **({"y": arrays["y"]} if self.num_classes else {})}
-
-    def picture(self, samples: dict[str, np.ndarray], title: str = "", limit: int = 0) -> np.ndarray | Any:
-        """An HWC grid in [0, 1] of the first `limit` (default --grid_size) images (conditional: one column per
-        class), or a scatter figure of 2-D samples against the modes."""
-        x = samples["x"]
-        if self.images:
-            n = min(len(x), limit or self.cfg.grid_size)
-            ncol = self.num_classes or None
-            if self.num_classes:
-                n = max(self.num_classes, n - n % self.num_classes)
-            return image_grid(x[:n], ncol=ncol)
-        return scatter_figure(x, self.modes, self.dataset.split("test")["x"], title)
-
-    def real_features(self) -> np.ndarray:
-        if self._real_features is None:
-            self._real_features = self.evaluator.predict(self.real_eval)[0]
-        return self._real_features
-
-    def evaluate(self, state: GANState, ctx: EvalContext) -> dict[str, float]:
-        n = self.cfg.num_eval_samples or (2500 if self.is_2d else len(self.real_eval))
-        samples = self.sample(state, n, self.cfg.eval_seed, ctx.mesh)
-        ok = np.all(np.isfinite(samples["x"].reshape(n, -1)), axis=1)
-        finite = float(np.mean(ok))
-        if self.is_2d:
-            metrics = mode_report(samples["x"][ok], self.modes, self.std) if ok.any() else {}
-            ctx.writer.figure(ctx.step, "samples", self.picture(samples, title=(
-                f"step {ctx.step}: {metrics['modes']:.0f} modes, {metrics['high_quality']:.1f}% high quality")))
-        else:
-            ctx.writer.image(ctx.step, "samples", self.picture(samples))
-            metrics = {}
-            if self.evaluator is not None and finite == 1.0:
-                metrics = self.evaluator.report(samples["x"], self.real_features())
-        metrics["finite_samples"] = finite
-        return metrics
 
     def params(self, state: GANState) -> Any:
         return {"generator": state.g_params, "discriminator": state.d_params}
