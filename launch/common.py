@@ -239,6 +239,14 @@ def train(family: str, config: Any, *, non_defining: Iterable[str] = (),
     run = families.family(family).build(config, mesh)
     workdir = Workdir(FLAGS.workdir)
     chief = jax.process_index() == 0
+    flags_now, data_now = resolved_flags(), facts(run.dataset)
+
+    def record() -> None:  # once the state is restored or initialised: nothing was refused
+        if chief:
+            workdir.write_flags(flags_now)
+            workdir.write_dataset(data_now)
+            workdir.write_config(family, families.to_dict(config))
+
     if chief:
         workdir.create()
         workdir.lock()
@@ -246,10 +254,9 @@ def train(family: str, config: Any, *, non_defining: Iterable[str] = (),
         if chief:
             if FLAGS.overwrite:
                 workdir.clear()
-            workdir.check_dataset(facts(run.dataset))
-            workdir.check_flags(resolved_flags(), ignore=NON_DEFINING | set(non_defining))
-            workdir.write_config(family, families.to_dict(config))
-        final = train_and_evaluate(run.task, run.evaluators, config.loop, workdir, mesh)
+            workdir.check_dataset(data_now)
+            workdir.check_flags(flags_now, ignore=NON_DEFINING | set(non_defining))
+        final = train_and_evaluate(run.task, run.evaluators, config.loop, workdir, mesh, on_start=record)
     finally:
         workdir.unlock()
     if chief:

@@ -109,7 +109,7 @@ def sample() -> None:
     run = gan.build(cfg, mesh, evaluate=False)
     task = run.task
     workdir = Workdir(FLAGS.workdir)
-    workdir.check_dataset(facts(run.dataset), write=False)
+    workdir.check_dataset(facts(run.dataset), only_with_checkpoints=False)
     out = pathlib.Path(FLAGS.output_dir).absolute() if FLAGS.output_dir else workdir.samples
     inside = out.is_relative_to(workdir.path)
     chief = jax.process_index() == 0

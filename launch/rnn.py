@@ -101,7 +101,7 @@ def sample() -> None:
     mesh = parallel.make_mesh()
     run = rnn.build(cfg, mesh, evaluate=False)
     workdir = Workdir(FLAGS.workdir)
-    workdir.check_dataset(facts(run.dataset), write=False)
+    workdir.check_dataset(facts(run.dataset), only_with_checkpoints=False)
     replica = FLAGS.replica or 0
     state, step = restore_latest(run.task, workdir, cfg.loop.seed, mesh, cfg.loop, replica=replica)
     text = TextSampler(run.task).generate(state, _prompt(), FLAGS.num_chars, FLAGS.temperature, FLAGS.sample_seed)

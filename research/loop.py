@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import jax
@@ -137,8 +137,9 @@ def abstract_state(task: Task, rng: jax.Array, mesh: Mesh, cfg: LoopConfig | Non
 
 
 def restore_latest(task: Task, workdir: Workdir, seed: int = 0, mesh: Mesh | None = None,
-                   cfg: LoopConfig | None = None, replica: int = 0) -> tuple[Any, int]:
-    """(state, step) of the workdir's latest checkpoint, for entries that sample or evaluate without training.
+                   cfg: LoopConfig | None = None, replica: int = 0, step: int | None = None) -> tuple[Any, int]:
+    """(state, step) of the workdir's latest checkpoint, for entries that sample or evaluate without training;
+    `step`: the checkpoint at that step instead (ConfigError naming the saved steps if there is none).
 
     For a `--num_seeds` run (`cfg`) this is replica `replica`, the run of seed + replica; for a red-blue run, the
     fused model.
@@ -152,7 +153,8 @@ def restore_latest(task: Task, workdir: Workdir, seed: int = 0, mesh: Mesh | Non
                           f"(--num_seeds={cfg.num_seeds})")
     ckpt = Checkpointer(workdir.checkpoints, async_save=False)
     try:
-        found = ckpt.restore_latest(abstract_state(task, jax.random.PRNGKey(seed), mesh, cfg)[0])
+        abstract = abstract_state(task, jax.random.PRNGKey(seed), mesh, cfg)[0]
+        found = ckpt.restore_latest(abstract) if step is None else (step, *ckpt.restore_step(step, abstract))
     finally:
         ckpt.close()
     if found is None:
@@ -217,9 +219,11 @@ def _compiled_call(task: Task, cfg: LoopConfig, mesh: Mesh, on_device: bool, sta
 
 
 def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopConfig, workdir: Workdir,
-                       mesh: Mesh | None = None) -> dict[str, Any]:
+                       mesh: Mesh | None = None, on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train `task` to `cfg.steps` in `workdir` (resuming from its newest readable checkpoint), evaluating with
-    `evaluators`; returns final.json's dict."""
+    `evaluators`; returns final.json's dict. `on_start()` runs once the state is restored or initialised, before
+    the loop writes anything (the launch modules record flags.txt, dataset.json and config.json there, so a
+    checkpoint of another architecture is refused before any file changes)."""
     mesh = mesh or parallel.make_mesh()
     chief = jax.process_index() == 0
     t_start = time.perf_counter()
@@ -245,6 +249,8 @@ def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopCon
         log.info("resumed from %s at step %d", workdir.checkpoints / str(start), start)
     else:
         state = jax.jit(_init_fn(task, cfg), out_shardings=state_sharding)(init_rng)
+    if on_start is not None:
+        on_start()
 
     previous = workdir.read_final(move_unreadable=True) if chief else None
     if previous and previous.get("step") == cfg.steps and start == cfg.steps:

@@ -168,16 +168,14 @@ class Workdir:
         log.warning("%s is unreadable (%s); moved it to %s", path, why, target)
         return target
 
-    # ---- what a run writes once and checks on every restart
+    # ---- what a run records, and checks on every restart before it writes anything
     def check_flags(self, flags: Mapping[str, str], ignore: Iterable[str] = ()) -> None:
-        """Write flags.txt, or refuse if the existing one differs in a flag not in `ignore`."""
-        has_checkpoints = self.has_checkpoints()
-        if not self.flags_file.exists() or not has_checkpoints:  # nothing saved yet: nothing to protect
-            if has_checkpoints:
-                raise ConfigError(f"workdir {self.path} has checkpoints but no {FLAGS_FILE}; use a new --workdir "
-                                  f"or --overwrite")
-            write_atomic(self.flags_file, format_flags(flags))
+        """Refuse (ConfigError) flags that differ from the saved run's in a flag not in `ignore`."""
+        if not self.has_checkpoints():  # nothing saved yet: nothing to protect
             return
+        if not self.flags_file.exists():
+            raise ConfigError(f"workdir {self.path} has checkpoints but no {FLAGS_FILE}; use a new --workdir or "
+                              f"--overwrite")
         saved, ignore = parse_flags(self._read_text(self.flags_file)), set(ignore)
         diffs = [f"--{k}: {saved.get(k, '<unset>')!r} there, {flags.get(k, '<unset>')!r} now"
                  for k in sorted(saved.keys() | flags.keys()) if k not in ignore and saved.get(k) != flags.get(k)]
@@ -185,20 +183,24 @@ class Workdir:
             raise ConfigError(f"workdir {self.path} holds a run with other flags ({'; '.join(diffs[:3])}"
                               f"{'; ...' if len(diffs) > 3 else ''}); use --overwrite to start afresh or a new "
                               f"--workdir")
-        write_atomic(self.flags_file, format_flags(flags))  # non-defining flags (e.g. --log_every) may have changed
 
-    def check_dataset(self, facts: Mapping[str, Any], *, write: bool = True) -> None:
-        """Refuse (ConfigError) data with other `facts` than the run's checkpoints were trained on; then record
-        them in dataset.json (`write=False`: only compare, for entries that read a trained run)."""
-        facts = json.loads(json.dumps(facts))
+    def write_flags(self, flags: Mapping[str, str]) -> None:
+        write_atomic(self.flags_file, format_flags(flags))
+
+    def check_dataset(self, facts: Mapping[str, Any], *, only_with_checkpoints: bool = True) -> None:
+        """Refuse (ConfigError) data with other `facts` than the run was trained on (by default only once it
+        has checkpoints to protect; entries that read a trained run check whenever dataset.json exists)."""
         saved = self.read_dataset()
-        if saved is not None and (self.has_checkpoints() or not write):
-            diffs = [k for k in sorted(saved.keys() | facts.keys()) if saved.get(k) != facts.get(k)]
-            if diffs:
-                raise ConfigError(f"--dataset={facts.get('name')} is not the data the run in {self.path} trained on "
-                                  f"({', '.join(diffs)} differ); use --overwrite to start afresh")
-        if write:
-            write_atomic(self.dataset_file, json.dumps(facts, sort_keys=True) + "\n")
+        if saved is None or (only_with_checkpoints and not self.has_checkpoints()):
+            return
+        facts = json.loads(json.dumps(facts))
+        diffs = [k for k in sorted(saved.keys() | facts.keys()) if saved.get(k) != facts.get(k)]
+        if diffs:
+            raise ConfigError(f"--dataset={facts.get('name')} is not the data the run in {self.path} trained on "
+                              f"({', '.join(diffs)} differ); use --overwrite to start afresh")
+
+    def write_dataset(self, facts: Mapping[str, Any]) -> None:
+        write_atomic(self.dataset_file, json.dumps(facts, sort_keys=True) + "\n")
 
     def read_dataset(self) -> dict[str, Any] | None:
         return self._read_json(self.dataset_file)

@@ -5,6 +5,7 @@ per-session temporary directory so tests never depend on (or pollute) the user's
 """
 
 import os
+import re
 import sys
 import tempfile
 
@@ -32,13 +33,47 @@ def run_launch(tmp_path):
     return run
 
 
+def launch(module: str, *args: str, timeout: float = 600, cwd: str = REPO, env: dict | None = None):
+    """`python -m launch.<module> args...` (from the repository root); the CompletedProcess."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", f"launch.{module}", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+
+# absl's log lines: I1201 15:35:46.814612 139698294922112 loop.py:333] ...
+_LOG_LINE = re.compile(r"^[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [\w./-]+:\d+\] ")
+
+
+def refusal(proc, code: int = 2) -> str:
+    """The strict contract of a refused or stopped launch: exit `code`, no traceback, and one line on stderr
+    that starts with `error: ` (for exit 3, a run that trained until its loss turned NaN: the training log's
+    own lines before it, and nothing else). Returns that line."""
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr and lines, proc.stderr[-3000:]
+    assert lines[-1].startswith("error: "), proc.stderr[-3000:]
+    before = lines[:-1]
+    if code == 3:
+        before = [row for row in before if not _LOG_LINE.match(row)]
+    assert not before, f"stderr holds more than the error line:\n{proc.stderr[-3000:]}"
+    return lines[-1]
+
+
+def tree_digest(path) -> str:
+    """sha256 over every file's relative path and bytes under `path` (directories and empty files too)."""
+    import hashlib
+    import pathlib
+
+    h = hashlib.sha256()
+    for p in sorted(pathlib.Path(path).rglob("*")):
+        h.update(str(p.relative_to(path)).encode() + b"\0")
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
 @pytest.fixture
 def error_line():
-    """The one `error: ...` line a refused launch printed to stderr (asserts there is exactly one)."""
-
-    def line(proc) -> str:
-        lines = [row for row in proc.stderr.splitlines() if row.startswith("error: ")]
-        assert len(lines) == 1, proc.stderr[-2000:]
-        return lines[0]
-
-    return line
+    """The one line on stderr of a refused launch (exit 2; see `refusal`)."""
+    return refusal

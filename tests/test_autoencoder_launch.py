@@ -20,11 +20,3 @@ def test_short_run_beats_pca_and_writes_pictures(run_launch, tmp_path):
     assert images == {"reconstructions_0000300.png", "interpolation_0000300.png"}
     assert list((workdir / "tensorboard").iterdir())
     assert "--latent=4" in (workdir / "flags.txt").read_text()
-
-
-@pytest.mark.slow
-def test_contradictory_flags_exit_2_with_one_line(run_launch, tmp_path):
-    proc = run_launch("autoencoder", "--arch=conv", "--encoder=64", f"--workdir={tmp_path}", check=False)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error:") and "--encoder does not apply" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1

@@ -71,13 +71,17 @@ def test_other_architecture_is_a_clear_error_and_leaves_files(tmp_path):
 def test_flags_mismatch_is_refused_and_non_defining_flags_may_change(tmp_path):
     wd = Workdir(tmp_path / "run")
     wd.create()
-    wd.check_flags({"lr": "0.5", "log_every": "10"}, ignore={"log_every"})
+    wd.write_flags({"lr": "0.5", "log_every": "10"})
     wd.check_flags({"lr": "0.1", "log_every": "10"}, ignore={"log_every"})  # no checkpoint yet: may change
     (wd.checkpoints / "10").mkdir(parents=True)
-    wd.check_flags({"lr": "0.1", "log_every": "50"}, ignore={"log_every"})
-    assert parse_flags((tmp_path / "run" / "flags.txt").read_text()) == {"lr": "0.1", "log_every": "50"}
-    with pytest.raises(ConfigError, match="--lr: '0.1' there, '0.2' now"):
-        wd.check_flags({"lr": "0.2", "log_every": "50"}, ignore={"log_every"})
+    with pytest.raises(ConfigError, match="--lr: '0.5' there, '0.1' now"):
+        wd.check_flags({"lr": "0.1", "log_every": "10"}, ignore={"log_every"})
+    wd.check_flags({"lr": "0.5", "log_every": "50"}, ignore={"log_every"})
+    wd.write_flags({"lr": "0.5", "log_every": "50"})
+    assert parse_flags((tmp_path / "run" / "flags.txt").read_text()) == {"lr": "0.5", "log_every": "50"}
+    (tmp_path / "run" / "flags.txt").unlink()
+    with pytest.raises(ConfigError, match="has checkpoints but no flags.txt"):
+        wd.check_flags({"lr": "0.5"})
 
 
 def _holder(path):
@@ -148,11 +152,11 @@ def test_clear_removes_exactly_the_contract(tmp_path):
 def test_dataset_facts_are_checked_on_restart(tmp_path):
     wd = Workdir(tmp_path)
     wd.create()
-    wd.check_dataset({"name": "text:a.txt", "vocab": "abc"})
+    wd.write_dataset({"name": "text:a.txt", "vocab": "abc"})
     wd.check_dataset({"name": "text:a.txt", "vocab": "abd"})  # no checkpoint yet: nothing to protect
+    with pytest.raises(ConfigError, match="not the data the run"):  # what a sampling entry asks
+        wd.check_dataset({"name": "text:a.txt", "vocab": "abd"}, only_with_checkpoints=False)
     (wd.checkpoints / "10").mkdir(parents=True)
     with pytest.raises(ConfigError, match="vocab differ"):
         wd.check_dataset({"name": "text:a.txt", "vocab": "xyz"})
-    wd.check_dataset({"name": "text:a.txt", "vocab": "abd"})
-    with pytest.raises(ConfigError, match="not the data the run"):
-        wd.check_dataset({"name": "text:a.txt", "vocab": "abc"}, write=False)
+    wd.check_dataset({"name": "text:a.txt", "vocab": "abc"})
