@@ -28,7 +28,7 @@ def ours(repeats: int, upsample: str) -> float:
     ds = Dataset("random64", {"train": {"x": x}, "test": {"x": x}})
     opt = OptimizerConfig("adam", 2e-4, beta1=0.5)
     task = GANTask(DCGANGenerator(SIZE, 3, WIDTH, upsample=upsample), DCGANDiscriminator(SIZE, WIDTH), ds, opt, opt,
-                   GANConfig(batch_size=BATCH, steps=100, z_dim=NZ, loss="nonsaturating"))
+                   GANConfig(z_dim=NZ, loss="nonsaturating"), batch_size=BATCH, steps=100)
     state = jax.jit(task.init_state)(jax.random.PRNGKey(0))
     step = jax.jit(task.train_step, donate_argnums=0)
     batch = {"x": jax.device_put(x)}

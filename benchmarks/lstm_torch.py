@@ -20,7 +20,7 @@ def ours(repeats: int) -> tuple[float, float]:
     from research.data.registry import Dataset
     from research.models.rnn import CharLM
     from research.optim import OptimizerConfig
-    from research.tasks.sequence import CharLMConfig, CharLMTask
+    from research.tasks.char_lm import CharLMTask
 
     chars = "".join(chr(0x4E00 + i) for i in range(VOCAB))
     rng = np.random.default_rng(0)
@@ -28,8 +28,8 @@ def ours(repeats: int) -> tuple[float, float]:
     corpus = Dataset("random", {"train": {"tokens": tokens}, "validation": {"tokens": tokens[:5000]}},
                      info={"vocab": chars})
     task = CharLMTask(CharLM(VOCAB, embed=EMB, hidden=HIDDEN, layers=2),
-                      corpus, OptimizerConfig("sgd", 1.0, clip_global_norm=0.25),
-                      CharLMConfig(batch_size=BATCH, unroll=BPTT, steps=100, sample_chars=0))
+                      corpus, OptimizerConfig("sgd", 1.0, clip_global_norm=0.25), batch_size=BATCH, unroll=BPTT,
+                      steps=100)
     state = jax.jit(task.init_state)(jax.random.PRNGKey(0))
     x = tokens[:SCAN * BATCH * BPTT].reshape(SCAN, BATCH, BPTT)
     batch = {"x": x, "y": np.roll(x, -1, axis=-1), "reset": np.zeros((SCAN, BATCH), bool)}

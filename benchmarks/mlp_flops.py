@@ -38,7 +38,7 @@ def main(repeats: int = 5) -> str:
     y = rng.integers(0, 10, BATCH * SCAN).astype(np.int32)
     ds = Dataset("random", {"train": {"x": x, "y": y}, "test": {"x": x[:BATCH], "y": y[:BATCH]}}, num_classes=10)
     task = SupervisedTask(MLP(hidden=SIZES[1:-1], out_dim=10), ds, OptimizerConfig("adam", 1e-3),
-                          SupervisedConfig("classify", batch_size=BATCH, steps=10))
+                          SupervisedConfig("classify"), batch_size=BATCH, steps=10)
     state = jax.jit(task.init_state)(jax.random.PRNGKey(0))
     batches = {"x": jnp.asarray(x.reshape(SCAN, BATCH, 28, 28, 1)), "y": jnp.asarray(y.reshape(SCAN, BATCH))}
     run = jax.jit(lambda s, b: jax.lax.scan(task.train_step, s, b))

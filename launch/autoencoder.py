@@ -32,6 +32,7 @@ PICTURE_FLAGS = {"eval_batch_size", "interpolation_steps"}
 
 def config_from_flags():
     from research.families import autoencoder as ae
+    from research.tasks.autoencoder import AutoencoderConfig
 
     dense = FLAGS.arch == "dense"
     common.refuse_given(("conv_channels",) if dense else ("encoder", "decoder"),
@@ -41,9 +42,10 @@ def config_from_flags():
                            conv_channels=common.widths("conv_channels"), latent=FLAGS.latent,
                            activation=FLAGS.activation, code_activation=FLAGS.code_activation)
     return ae.Config(data=common.data_config(), loop=common.loop_config(), optimizer=common.optimizer_config(),
-                     model=model, loss=FLAGS.loss, noise=FLAGS.noise, noise_level=FLAGS.noise_level,
-                     variational=FLAGS.variational, kl_weight=FLAGS.kl_weight, eval_batch_size=FLAGS.eval_batch_size,
-                     interpolation_steps=FLAGS.interpolation_steps)
+                     model=model, objective=AutoencoderConfig(
+                         loss=FLAGS.loss, noise=FLAGS.noise, noise_level=FLAGS.noise_level,
+                         variational=FLAGS.variational, kl_weight=FLAGS.kl_weight),
+                     eval_batch_size=FLAGS.eval_batch_size, interpolation_steps=FLAGS.interpolation_steps)
 
 
 def _summary(final, run):

@@ -65,6 +65,7 @@ def config_from_flags(strict: bool = True):
     """The run the flags describe. `strict=False` skips the checks for flags given that do not apply (sampling
     adopts every flag of the trained run, so all count as given)."""
     from research.families import gan
+    from research.tasks.gan import GANConfig
 
     if strict:
         common.refuse_given(MLP_ONLY if FLAGS.architecture == "dcgan" else DCGAN_ONLY,
@@ -79,11 +80,12 @@ def config_from_flags(strict: bool = True):
         mlp_activation=FLAGS.mlp_activation, mlp_init=FLAGS.mlp_init, init_gain=FLAGS.init_gain)
     return gan.Config(
         data=common.data_config(), loop=common.loop_config(), g_optimizer=common.optimizer_config("g_"),
-        d_optimizer=common.optimizer_config("d_"), model=model, image_size=FLAGS.image_size, z_dim=FLAGS.z_dim,
-        loss=FLAGS.gan_loss, penalty=FLAGS.gan_penalty, gp_weight=FLAGS.gp_weight, weight_clip=FLAGS.weight_clip,
-        n_critic=FLAGS.n_critic, unroll_steps=FLAGS.unroll_steps, conditional=FLAGS.conditional,
-        evaluator=FLAGS.evaluator, num_eval_samples=FLAGS.num_eval_samples, eval_batch_size=FLAGS.eval_batch_size,
-        grid_size=FLAGS.grid_size)
+        d_optimizer=common.optimizer_config("d_"), model=model,
+        gan=GANConfig(z_dim=FLAGS.z_dim, loss=FLAGS.gan_loss, penalty=FLAGS.gan_penalty, gp_weight=FLAGS.gp_weight,
+                      weight_clip=FLAGS.weight_clip, n_critic=FLAGS.n_critic, unroll_steps=FLAGS.unroll_steps,
+                      conditional=FLAGS.conditional),
+        image_size=FLAGS.image_size, evaluator=FLAGS.evaluator, num_eval_samples=FLAGS.num_eval_samples,
+        eval_batch_size=FLAGS.eval_batch_size, grid_size=FLAGS.grid_size)
 
 
 def sample() -> None:

@@ -23,11 +23,13 @@ flags.adopt_module_key_flags(common)
 
 def config_from_flags():
     from research.families import mlp
+    from research.tasks.supervised import SupervisedConfig
 
     return mlp.Config(data=common.data_config(), loop=common.loop_config(), optimizer=common.optimizer_config(),
                       model=mlp.ModelConfig(hidden=common.widths("hidden"), activation=FLAGS.activation,
                                             dropout=FLAGS.dropout, batch_norm=FLAGS.batch_norm),
-                      kind=FLAGS.task, compute_dtype=FLAGS.compute_dtype, eval_batch_size=FLAGS.eval_batch_size)
+                      task=SupervisedConfig(kind=FLAGS.task, compute_dtype=FLAGS.compute_dtype),
+                      eval_batch_size=FLAGS.eval_batch_size)
 
 
 def main() -> None:

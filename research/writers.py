@@ -81,10 +81,11 @@ def save_png(path: pathlib.Path, image: np.ndarray) -> pathlib.Path:
     return path
 
 
-def save_figure(path: pathlib.Path, fig: Any) -> pathlib.Path:
+def save_figure(path: str | os.PathLike, fig: Any) -> pathlib.Path:
     """A matplotlib figure as a PNG file; the figure is closed."""
     import matplotlib.pyplot as plt
 
+    path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

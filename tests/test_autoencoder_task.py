@@ -24,8 +24,8 @@ def digits():
 
 def _task(dataset, latent=4, variational=False, **cfg):
     model = make_autoencoder("dense", dataset.input_shape, latent, hidden=[32], variational=variational)
-    config = AutoencoderConfig(batch_size=32, steps=100, variational=variational, **cfg)
-    return AutoencoderTask(model, dataset, OptimizerConfig(learning_rate=3e-3), config)
+    config = AutoencoderConfig(variational=variational, **cfg)
+    return AutoencoderTask(model, dataset, OptimizerConfig(learning_rate=3e-3), config, batch_size=32, steps=100)
 
 
 @pytest.fixture(scope="module")

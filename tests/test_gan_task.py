@@ -35,10 +35,10 @@ def fake_digits(n_train: int = 32, n_test: int = 48) -> Dataset:
 
 
 def mlp_task(d_opt=SGD, g_opt=SGD, **kw) -> GANTask:
-    cfg = GANConfig(**{"batch_size": 8, "steps": 10, "z_dim": 3, **kw})
+    cfg = GANConfig(**{"z_dim": 3, **kw})
     g = MLPGenerator(out_shape=(2,), hidden=(5,), activation="tanh")
     d = MLPDiscriminator(hidden=(4,), activation="tanh")
-    return GANTask(g, d, RING, g_opt, d_opt, cfg)
+    return GANTask(g, d, RING, g_opt, d_opt, cfg, batch_size=8, steps=10)
 
 
 def _players(task, state):
@@ -128,7 +128,7 @@ def test_critic_batches_are_disjoint_and_device_local():
 
 
 def _batch(task, seed=0):
-    n = task.cfg.batch_size * task.cfg.n_critic
+    n = task.batch_size * task.cfg.n_critic
     return {"x": jnp.asarray(RING.sample(np.random.default_rng(seed), n)["x"])}
 
 
@@ -162,7 +162,7 @@ def test_n_critic_updates_clipping_and_determinism():
 def test_bad_configurations():
     with pytest.raises(ConfigError, match="batch norm"):
         GANTask(DCGANGenerator(size=28, channels=1, width=4), DCGANDiscriminator(size=28, width=4),
-                fake_digits(), SGD, SGD, GANConfig(batch_size=8, steps=1, penalty="gradient_penalty"))
+                fake_digits(), SGD, SGD, GANConfig(penalty="gradient_penalty"), batch_size=8, steps=1)
     with pytest.raises(ConfigError, match="n_critic"):
         mlp_task(n_critic=0)
     with pytest.raises(ConfigError, match="conditional"):
@@ -201,9 +201,8 @@ def test_evaluate_images_with_a_tiny_classifier():
     params = jax.tree.map(lambda a: (0.1 * rng.standard_normal(a.shape)).astype(np.float32), shapes)
     tiny = fc.FeatureClassifier(tiny_cfg, params)  # untrained: the evaluation path does not care
     digits = fake_digits(n_test=48)
-    cfg = GANConfig(batch_size=8, steps=1, z_dim=4)
     task = GANTask(MLPGenerator(out_shape=(28, 28, 1), hidden=(8,), output_tanh=True), MLPDiscriminator(hidden=(8,)),
-                   digits, SGD, SGD, cfg)
+                   digits, SGD, SGD, GANConfig(z_dim=4), batch_size=8, steps=1)
     state = _init(task)
     mesh = parallel.make_mesh()
     out = GANEvaluator(task, digits, batch_size=64, num_samples=48, grid_size=20, classifier=tiny).evaluate(
@@ -219,9 +218,9 @@ def test_evaluate_images_with_a_tiny_classifier():
 def test_conditional_sampling_layout():
     """A conditional model samples labels 0, 1, 2, ... and draws one column per class."""
     digits = fake_digits()
-    cfg = GANConfig(batch_size=8, steps=1, z_dim=4, conditional=True)
     task = GANTask(DCGANGenerator(size=28, channels=1, width=4, num_classes=10),
-                   DCGANDiscriminator(size=28, width=4, num_classes=10), digits, SGD, SGD, cfg)
+                   DCGANDiscriminator(size=28, width=4, num_classes=10), digits, SGD, SGD,
+                   GANConfig(z_dim=4, conditional=True), batch_size=8, steps=1)
     assert set(task.train_arrays) == {"x", "y"}
     sampler = GANSampler(task, 8)
     x = np.random.default_rng(0).uniform(size=(25, 28, 28, 1)).astype(np.float32)

@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _task(batch_norm: bool) -> SupervisedTask:
     model = MLP(hidden=(32, 32), out_dim=10, batch_norm=batch_norm, dropout=0.1)
     return SupervisedTask(model, data.load("digits"), OptimizerConfig("adam", 1e-2),
-                          SupervisedConfig("classify", batch_size=64, steps=10))
+                          SupervisedConfig("classify"), batch_size=64, steps=10)
 
 
 def _train(task, mesh, steps=3):

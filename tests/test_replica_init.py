@@ -21,7 +21,7 @@ def ring_task(width: int) -> GANTask:
     g = MLPGenerator(out_shape=(2,), hidden=(width, width), weight_init="orthogonal", init_gain=1.4)
     d = MLPDiscriminator(hidden=(width, width), weight_init="orthogonal", init_gain=1.4)
     adam = OptimizerConfig("adam", 1e-3)
-    return GANTask(g, d, data.load("gaussians_ring8"), adam, adam, GANConfig(batch_size=8, steps=1, z_dim=256))
+    return GANTask(g, d, data.load("gaussians_ring8"), adam, adam, GANConfig(z_dim=256), batch_size=8, steps=1)
 
 
 def test_replica_inits_equal_their_single_seed_inits_bitwise():

@@ -16,7 +16,7 @@ from research.metrics import sequence as seqm
 from research.models.rnn import CharLM
 from research.optim import OptimizerConfig
 from research.parallel import make_mesh
-from research.tasks.char_lm import CharLMConfig, CharLMTask
+from research.tasks.char_lm import CharLMTask
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 
@@ -27,8 +27,7 @@ def lm():
     # identity recurrent init: the orthogonal one (a QR per gate) costs seconds of compilation and is not under test
     model = CharLM(vocab_size=len(corpus.info["vocab"]), embed=8, cell="lstm", hidden=16, layers=2,
                    recurrent_init="identity")
-    task = CharLMTask(model, corpus, OptimizerConfig(learning_rate=1e-2),
-                      CharLMConfig(batch_size=8, unroll=12, steps=10))
+    task = CharLMTask(model, corpus, OptimizerConfig(learning_rate=1e-2), batch_size=8, unroll=12, steps=10)
     apply = jax.jit(lambda params, x, carry: model.apply({"params": params}, x, carry))  # compiled once per shape
     return task, jax.jit(task.init_state)(jax.random.PRNGKey(0)), apply
 

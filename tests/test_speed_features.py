@@ -20,8 +20,8 @@ STEPS = 60
 
 def _task(dtype="float32", dropout=0.1):
     return SupervisedTask(MLP(hidden=(32,), out_dim=10, dropout=dropout), data.load("digits"),
-                          OptimizerConfig("adam", 3e-3), SupervisedConfig("classify", batch_size=64, steps=STEPS,
-                                                                          compute_dtype=dtype))
+                          OptimizerConfig("adam", 3e-3), SupervisedConfig("classify", compute_dtype=dtype),
+                          batch_size=64, steps=STEPS)
 
 
 def _run(tmp_path, name, task=None, **loop):

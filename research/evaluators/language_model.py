@@ -51,7 +51,7 @@ class LanguageModelEvaluator:
         if sample_chars:
             task.vocab.encode(prompt)  # an unknown prompt character fails now, not at the first evaluation
         tokens = corpus.split(validation_split(corpus))["tokens"]
-        self.chunks = stream_chunks(tokens[:max_chars + 1] if max_chars else tokens, batch_size, task.cfg.unroll)
+        self.chunks = stream_chunks(tokens[:max_chars + 1] if max_chars else tokens, batch_size, task.unroll)
         self._nll = jax.jit(task.nll)
 
     def evaluate(self, state: CharLMState, ctx: EvalContext) -> Evaluation:

@@ -53,17 +53,12 @@ class Config:
     loop: LoopConfig
     optimizer: OptimizerConfig
     model: ModelConfig = ModelConfig()
-    loss: str = "bce"                 # bce | mse
-    noise: str = "none"               # none | gaussian | mask: corruption of training inputs (denoising)
-    noise_level: float = 0.0
-    variational: bool = False
-    kl_weight: float = 1.0
+    objective: AutoencoderConfig = AutoencoderConfig()
     eval_batch_size: int = 0          # 0: the smallest multiple of the batch size holding >= 512 examples
     interpolation_steps: int = 8      # decoded points on each latent interpolation line
 
     def __post_init__(self) -> None:
-        self.objective()  # validates the objective's settings
-        if self.variational and self.model.code_activation != "identity":
+        if self.objective.variational and self.model.code_activation != "identity":
             raise ConfigError("a variational encoder emits a Gaussian's mean and log-variance: its code layer is "
                               "linear (leave --code_activation unset)")
         if self.eval_batch_size < 0:
@@ -71,19 +66,15 @@ class Config:
         if self.interpolation_steps < 2:
             raise ConfigError(f"--interpolation_steps must be >= 2, got {self.interpolation_steps}")
 
-    def objective(self) -> AutoencoderConfig:
-        return AutoencoderConfig(batch_size=self.data.batch_size, steps=self.loop.steps, loss=self.loss,
-                                 noise=self.noise, noise_level=self.noise_level, variational=self.variational,
-                                 kl_weight=self.kl_weight)
-
 
 def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Run:
     dataset = cfg.data.load()
     m = cfg.model
     model = make_autoencoder(m.arch, dataset.input_shape, m.latent, hidden=m.encoder, decoder_hidden=m.decoder,
                              channels=m.conv_channels, activation_name=m.activation,
-                             code_activation=m.code_activation, variational=cfg.variational)
-    task = AutoencoderTask(model, dataset, cfg.optimizer, cfg.objective())
+                             code_activation=m.code_activation, variational=cfg.objective.variational)
+    task = AutoencoderTask(model, dataset, cfg.optimizer, cfg.objective, batch_size=cfg.data.batch_size,
+                           steps=cfg.loop.steps)
     batch = eval_batch_size(cfg.eval_batch_size, cfg.data.batch_size)
     if mesh is not None:
         check_divisible(cfg.data.batch_size, mesh)

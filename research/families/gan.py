@@ -70,35 +70,22 @@ class Config:
     g_optimizer: OptimizerConfig
     d_optimizer: OptimizerConfig
     model: ModelConfig = ModelConfig()
+    gan: GANConfig = GANConfig()
     image_size: int = 0               # train on images resized to this size (0: the dataset's)
-    z_dim: int = 100
-    loss: str = "nonsaturating"
-    penalty: str = "none"
-    gp_weight: float = 10.0
-    weight_clip: float = 0.01
-    n_critic: int = 1
-    unroll_steps: int = 0
-    conditional: bool = False
     evaluator: str = "auto"           # image metrics from the LeNet feature classifier: auto | lenet | none
     num_eval_samples: int = 0         # 0: 2,500 for 2-D data, the test split's size for images
     eval_batch_size: int = 512        # samples generated per batch at evaluation and sampling
     grid_size: int = 64               # images in each evaluation's sample grid
 
     def __post_init__(self) -> None:
-        self.objective()  # validates the GAN's settings
         if self.image_size < 0:
             raise ConfigError(f"--image_size must be >= 0, got {self.image_size}")
-        if self.conditional and self.model.architecture != "dcgan":
+        if self.gan.conditional and self.model.architecture != "dcgan":
             raise ConfigError("--conditional is implemented for --architecture=dcgan only")
         if self.evaluator not in CLASSIFIERS:
             raise ConfigError(f"unknown --evaluator {self.evaluator!r}; choose one of {', '.join(CLASSIFIERS)}")
         if self.num_eval_samples < 0 or self.grid_size < 1 or self.eval_batch_size < 1:
             raise ConfigError("--num_eval_samples must be >= 0, --grid_size and --eval_batch_size >= 1")
-
-    def objective(self) -> GANConfig:
-        return GANConfig(batch_size=self.data.batch_size, steps=self.loop.steps, z_dim=self.z_dim, loss=self.loss,
-                         penalty=self.penalty, gp_weight=self.gp_weight, weight_clip=self.weight_clip,
-                         n_critic=self.n_critic, unroll_steps=self.unroll_steps, conditional=self.conditional)
 
 
 def _players(cfg: Config, shape: tuple[int, ...], images: bool, num_classes: int):
@@ -125,9 +112,10 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
         raise ConfigError(f"--image_size applies to image datasets, not {dataset.name}")
     if cfg.image_size:
         dataset = resized(dataset, cfg.image_size)
-    num_classes = dataset.num_classes if cfg.conditional and dataset.num_classes else 0
+    num_classes = dataset.num_classes if cfg.gan.conditional and dataset.num_classes else 0
     g, d = _players(cfg, dataset.input_shape, images, num_classes)
-    task = GANTask(g, d, dataset, cfg.g_optimizer, cfg.d_optimizer, cfg.objective())
+    task = GANTask(g, d, dataset, cfg.g_optimizer, cfg.d_optimizer, cfg.gan, batch_size=cfg.data.batch_size,
+                   steps=cfg.loop.steps)
     if mesh is not None:
         check_divisible(cfg.data.batch_size, mesh)
         check_divisible(cfg.eval_batch_size, mesh, "--eval_batch_size")

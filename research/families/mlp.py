@@ -8,10 +8,9 @@ import math
 
 from jax.sharding import Mesh
 
-from research import precision
 from research.data import DataConfig
 from research.errors import ConfigError
-from research.evaluators.supervised import KINDS, SupervisedEvaluator
+from research.evaluators.supervised import SupervisedEvaluator
 from research.families import Run
 from research.loop import LoopConfig
 from research.models.activations import activation
@@ -44,14 +43,10 @@ class Config:
     loop: LoopConfig
     optimizer: OptimizerConfig
     model: ModelConfig = ModelConfig()
-    kind: str = "classify"           # classify | regress
-    compute_dtype: str = "float32"   # bfloat16: activations and matmuls; parameters stay float32
+    task: SupervisedConfig = SupervisedConfig()
     eval_batch_size: int = 0         # 0: the smallest multiple of the batch size holding >= 512 examples
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"unknown task kind {self.kind!r}; choose one of {', '.join(KINDS)}")
-        precision.compute_dtype(self.compute_dtype)
         if self.eval_batch_size < 0:
             raise ConfigError(f"--eval_batch_size must be >= 0, got {self.eval_batch_size}")
 
@@ -63,14 +58,15 @@ def eval_batch_size(requested: int, batch_size: int) -> int:
 
 def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Run:
     dataset = cfg.data.load()
-    out_dim = dataset.num_classes if cfg.kind == "classify" and dataset.num_classes else 1
+    kind = cfg.task.kind
+    out_dim = dataset.num_classes if kind == "classify" and dataset.num_classes else 1
     model = MLP(hidden=cfg.model.hidden, out_dim=out_dim, activation=cfg.model.activation,
                 dropout=cfg.model.dropout, batch_norm=cfg.model.batch_norm)
-    task = SupervisedTask(model, dataset, cfg.optimizer, SupervisedConfig(
-        kind=cfg.kind, batch_size=cfg.data.batch_size, steps=cfg.loop.steps, compute_dtype=cfg.compute_dtype))
+    task = SupervisedTask(model, dataset, cfg.optimizer, cfg.task, batch_size=cfg.data.batch_size,
+                          steps=cfg.loop.steps)
     batch = eval_batch_size(cfg.eval_batch_size, cfg.data.batch_size)
     if mesh is not None:
         check_divisible(cfg.data.batch_size, mesh)
         check_divisible(batch, mesh, "--eval_batch_size")
-    evaluators = [SupervisedEvaluator(task.predict, dataset, cfg.kind, batch)] if evaluate else []
+    evaluators = [SupervisedEvaluator(task.predict, dataset, kind, batch)] if evaluate else []
     return Run(task, evaluators, dataset)

@@ -18,7 +18,7 @@ from research.loop import LoopConfig
 from research.models.rnn import CELLS, RECURRENT_INITS, CharLM, SequenceModel
 from research.optim import OptimizerConfig
 from research.parallel import check_divisible
-from research.tasks.char_lm import CharLMConfig, CharLMTask
+from research.tasks.char_lm import CharLMTask
 from research.tasks.supervised import SupervisedConfig, SupervisedTask
 
 FAMILY = "rnn"
@@ -85,7 +85,8 @@ class Config:
         if self.task == "char_lm":
             if self.model.bidirectional:
                 raise ConfigError("--bidirectional does not apply to char_lm (the model reads left to right)")
-            CharLMConfig(self.data.batch_size, self.unroll, self.loop.steps)
+            if self.unroll < 1:
+                raise ConfigError(f"--unroll must be positive, got {self.unroll}")
             if self.max_eval_chars < 0 or self.sample_chars < 0:
                 raise ConfigError("--max_eval_chars and --sample_chars must be >= 0")
             if not self.temperature >= 0:
@@ -109,7 +110,8 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
         corpus = char_corpus(cfg.data.load())
         model = CharLM(vocab_size=len(corpus.info["vocab"]), embed=m.embed, cell=m.cell, hidden=m.hidden,
                        layers=m.layers, dropout=m.dropout, recurrent_init=m.recurrent_init, forget_bias=m.forget_bias)
-        task = CharLMTask(model, corpus, cfg.optimizer, CharLMConfig(cfg.data.batch_size, cfg.unroll, cfg.loop.steps))
+        task = CharLMTask(model, corpus, cfg.optimizer, batch_size=cfg.data.batch_size, unroll=cfg.unroll,
+                          steps=cfg.loop.steps)
         evaluators = [LanguageModelEvaluator(task, corpus, batch_size=cfg.eval_batch, max_chars=cfg.max_eval_chars,
                                              sample_chars=cfg.sample_chars, prompt=cfg.prompt,
                                              temperature=cfg.temperature)] if evaluate else []
@@ -121,7 +123,8 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
                           head="per_step" if per_step else m.head, cell=m.cell, hidden=m.hidden, layers=m.layers,
                           bidirectional=m.bidirectional, dropout=m.dropout, recurrent_init=m.recurrent_init,
                           forget_bias=m.forget_bias)
-    task = SupervisedTask(model, dataset, cfg.optimizer, SupervisedConfig(kind, cfg.data.batch_size, cfg.loop.steps))
+    task = SupervisedTask(model, dataset, cfg.optimizer, SupervisedConfig(kind), batch_size=cfg.data.batch_size,
+                          steps=cfg.loop.steps)
     evaluators = [SupervisedEvaluator(task.predict, dataset, kind, cfg.eval_batch, per_step=per_step)
                   ] if evaluate else []
     return Run(task, evaluators, dataset)

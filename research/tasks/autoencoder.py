@@ -23,8 +23,6 @@ from research.state import TrainState, step_rng
 
 @dataclasses.dataclass(frozen=True)
 class AutoencoderConfig:
-    batch_size: int
-    steps: int
     loss: str = "bce"              # bce | mse
     noise: str = "none"            # none | gaussian | mask: corruption of training inputs (denoising)
     noise_level: float = 0.0       # gaussian: std; mask: probability a pixel is zeroed
@@ -50,7 +48,8 @@ class AutoencoderConfig:
 
 
 class AutoencoderTask:
-    def __init__(self, model: Autoencoder, dataset: Dataset, optimizer: OptimizerConfig, cfg: AutoencoderConfig):
+    def __init__(self, model: Autoencoder, dataset: Dataset, optimizer: OptimizerConfig, cfg: AutoencoderConfig, *,
+                 batch_size: int, steps: int):
         if model.variational != cfg.variational:
             raise ValueError("the model and the config disagree on --variational")
         train_x = dataset.split("train")["x"]
@@ -58,9 +57,9 @@ class AutoencoderTask:
         if lo < 0 or hi > 1:
             raise ConfigError(f"autoencoders here reconstruct pixels in [0, 1]; dataset {dataset.name!r} has "
                               f"values in [{lo:.3g}, {hi:.3g}]")
-        self.model, self.dataset, self.cfg = model, dataset, cfg
+        self.model, self.dataset, self.cfg, self.batch_size = model, dataset, cfg, batch_size
         self.loss_fn = reconstruction_loss(cfg.loss)
-        self.tx, self.schedule = make_optimizer(optimizer, cfg.steps)
+        self.tx, self.schedule = make_optimizer(optimizer, steps)
         self.denoising = cfg.noise != "none"
 
     # ---- pure functions (jitted by the loop)
@@ -103,7 +102,7 @@ class AutoencoderTask:
 
     # ---- host side
     def train_pipeline(self, seed: int, sharding) -> Pipeline:
-        return train_pipeline(self.dataset, self.cfg.batch_size, seed=seed, sharding=sharding)
+        return train_pipeline(self.dataset, self.batch_size, seed=seed, sharding=sharding)
 
     def params(self, state: TrainState) -> Any:
         return state.params

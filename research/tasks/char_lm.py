@@ -7,7 +7,6 @@ The hidden state at the end of a batch lives in the train state and starts the n
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -31,24 +30,19 @@ class CharLMState(TrainState):
     carry: Any  # per layer, the hidden state (LSTM: (c, h)) after the previous batch, each (batch, hidden)
 
 
-@dataclasses.dataclass(frozen=True)
-class CharLMConfig:
-    batch_size: int
-    unroll: int                 # characters per batch and stream: the truncation length of BPTT
-    steps: int
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.unroll < 1:
-            raise ConfigError(f"--batch_size ({self.batch_size}) and --unroll ({self.unroll}) must be positive")
-
-
 class CharLMTask:
-    def __init__(self, model: CharLM, corpus: Dataset, optimizer: OptimizerConfig, cfg: CharLMConfig):
+    """`batch_size` parallel streams of the training text, `unroll` characters of each per step (the truncation
+    length of BPTT), `steps` steps."""
+
+    def __init__(self, model: CharLM, corpus: Dataset, optimizer: OptimizerConfig, *, batch_size: int, unroll: int,
+                 steps: int):
         self.vocab = CharVocab(corpus.info["vocab"])
         if model.vocab_size != len(self.vocab):
             raise ConfigError(f"model vocabulary {model.vocab_size} != corpus vocabulary {len(self.vocab)}")
-        self.model, self.corpus, self.cfg = model, corpus, cfg
-        self.tx, self.schedule = make_optimizer(optimizer, cfg.steps)
+        if unroll < 1:
+            raise ConfigError(f"--unroll must be positive, got {unroll}")
+        self.model, self.corpus, self.batch_size, self.unroll = model, corpus, batch_size, unroll
+        self.tx, self.schedule = make_optimizer(optimizer, steps)
 
     # ---- pure functions (jitted by the loop)
     def init_state(self, rng: jax.Array) -> CharLMState:
@@ -56,7 +50,7 @@ class CharLMTask:
         tokens = jnp.zeros((1, 1), jnp.int32)
         params = self.model.init({"params": params_rng, "dropout": dropout_rng}, tokens)["params"]
         return CharLMState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
-                           model_state={}, rng=run_rng, carry=self.model.zero_carry(self.cfg.batch_size))
+                           model_state={}, rng=run_rng, carry=self.model.zero_carry(self.batch_size))
 
     def train_step(self, state: CharLMState, batch: dict[str, jax.Array]) -> tuple[CharLMState, dict]:
         keep = ~batch["reset"][:, None]
@@ -82,6 +76,12 @@ class CharLMTask:
         _, sums = jax.lax.scan(chunk, self.model.zero_carry(xs.shape[1]), (xs, ys))
         return jnp.sum(sums)
 
+    def step(self, params: Any, tokens: jax.Array, carry: Any) -> tuple[jax.Array, Any]:
+        """One character per stream: (logits (B, vocab) of the next character after `tokens` (B,) ids, the new
+        carry). Start from `model.zero_carry(B)`; what an exported sampler calls once per character."""
+        logits, carry = self.model.apply({"params": params}, tokens[:, None], carry)
+        return logits[:, 0], carry
+
     def sample(self, params: Any, prompt: jax.Array, rng: jax.Array, temperature: jax.Array | float, *,
                num_chars: int) -> jax.Array:
         """`num_chars` token ids continuing `prompt` (P,) ids; temperature 0 picks the most likely character."""
@@ -102,7 +102,7 @@ class CharLMTask:
 
     # ---- host side
     def train_pipeline(self, seed: int, sharding: NamedSharding) -> Pipeline:
-        return TBPTTPipeline(self.corpus.split("train")["tokens"], self.cfg.batch_size, self.cfg.unroll, seed=seed,
+        return TBPTTPipeline(self.corpus.split("train")["tokens"], self.batch_size, self.unroll, seed=seed,
                              sharding=sharding)
 
     def params(self, state: CharLMState) -> Any:

@@ -49,8 +49,6 @@ class GANState:
 
 @dataclasses.dataclass(frozen=True)
 class GANConfig:
-    batch_size: int                 # examples per critic update and per generator update
-    steps: int                      # generator updates (the loop's steps)
     z_dim: int = 100
     loss: str = "nonsaturating"
     penalty: str = "none"
@@ -63,8 +61,8 @@ class GANConfig:
     def __post_init__(self) -> None:
         gan_loss(self.loss)
         gan_penalty(self.penalty, self.penalty_strength)
-        if self.batch_size < 1 or self.z_dim < 1:
-            raise ConfigError(f"--batch_size and --z_dim must be positive, got {self.batch_size}, {self.z_dim}")
+        if self.z_dim < 1:
+            raise ConfigError(f"--z_dim must be positive, got {self.z_dim}")
         if self.n_critic < 1:
             raise ConfigError(f"--n_critic must be >= 1, got {self.n_critic}")
         if self.unroll_steps < 0:
@@ -109,11 +107,12 @@ def critic_batches(x: jax.Array, n_critic: int) -> jax.Array:
 
 
 class GANTask:
-    """The GAN family's math for the generic loop (see `research.loop.Task`)."""
+    """The GAN family's math for the generic loop (see `research.loop.Task`). `batch_size` examples per critic
+    update and per generator update; `steps` generator updates (the loop's steps)."""
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, dataset: Dataset, g_optimizer: OptimizerConfig,
-                 d_optimizer: OptimizerConfig, cfg: GANConfig):
-        self.g, self.d, self.dataset, self.cfg = generator, discriminator, dataset, cfg
+                 d_optimizer: OptimizerConfig, cfg: GANConfig, *, batch_size: int, steps: int):
+        self.g, self.d, self.dataset, self.cfg, self.batch_size = generator, discriminator, dataset, cfg, batch_size
         self.loss_fn = gan_loss(cfg.loss)
         self.penalty = gan_penalty(cfg.penalty, cfg.penalty_strength)
         if cfg.penalty == "gradient_penalty" and getattr(discriminator, "batch_norm", False):
@@ -133,8 +132,8 @@ class GANTask:
         if self.images:  # one dict for every replica's pipeline, so the loop copies it to the devices once
             train = dataset.split("train")
             self.train_arrays = {"x": train["x"], **({"y": train["y"]} if cfg.conditional else {})}
-        self.g_tx, self.g_schedule = make_optimizer(g_optimizer, cfg.steps)
-        self.d_tx, self.d_schedule = make_optimizer(d_optimizer, cfg.steps * cfg.n_critic)
+        self.g_tx, self.g_schedule = make_optimizer(g_optimizer, steps)
+        self.d_tx, self.d_schedule = make_optimizer(d_optimizer, steps * cfg.n_critic)
 
     # ---- model application
     def _d_apply(self, params, model_state, x, labels):
@@ -145,7 +144,7 @@ class GANTask:
         return self.g.apply({"params": params, **model_state}, z, labels, train=True, mutable=list(model_state))
 
     def _noise(self, rng: jax.Array) -> jax.Array:
-        return jax.random.normal(rng, (self.cfg.batch_size, self.cfg.z_dim))
+        return jax.random.normal(rng, (self.batch_size, self.cfg.z_dim))
 
     # ---- pure functions (jitted by the loop)
     def init_state(self, rng: jax.Array) -> GANState:
@@ -245,7 +244,7 @@ class GANTask:
 
     # ---- host side
     def train_pipeline(self, seed: int, sharding) -> Pipeline:
-        total = self.cfg.batch_size * self.cfg.n_critic
+        total = self.batch_size * self.cfg.n_critic
         if self.images:
             return ArrayPipeline(self.train_arrays, total, seed=seed, sharding=sharding)
         sample = self.dataset.sample

@@ -27,9 +27,7 @@ KINDS = ("classify", "regress")
 
 @dataclasses.dataclass(frozen=True)
 class SupervisedConfig:
-    kind: str
-    batch_size: int
-    steps: int
+    kind: str = "classify"          # classify (softmax cross-entropy) | regress (MSE)
     compute_dtype: str = "float32"  # bfloat16: activations and matmuls; params and optimizer state stay float32
 
     def __post_init__(self) -> None:
@@ -39,14 +37,15 @@ class SupervisedConfig:
 
 
 class SupervisedTask:
-    def __init__(self, model: nn.Module, dataset: Dataset, optimizer: OptimizerConfig, cfg: SupervisedConfig):
+    def __init__(self, model: nn.Module, dataset: Dataset, optimizer: OptimizerConfig, cfg: SupervisedConfig, *,
+                 batch_size: int, steps: int):
         train_y = dataset.split("train")["y"]
         if cfg.kind == "classify" and (dataset.num_classes is None or train_y.dtype.kind not in "iu"):
             raise ConfigError(f"dataset {dataset.name!r} has no class labels; use --task=regress")
         if cfg.kind == "regress" and train_y.dtype.kind != "f":
             raise ConfigError(f"dataset {dataset.name!r} has class labels; use --task=classify")
-        self.model, self.dataset, self.cfg = model, dataset, cfg
-        self.tx, self.schedule = make_optimizer(optimizer, cfg.steps)
+        self.model, self.dataset, self.cfg, self.batch_size = model, dataset, cfg, batch_size
+        self.tx, self.schedule = make_optimizer(optimizer, steps)
         self.compute_dtype = precision.compute_dtype(cfg.compute_dtype)
 
     # ---- pure functions (jitted by the loop)
@@ -90,7 +89,7 @@ class SupervisedTask:
 
     # ---- host side
     def train_pipeline(self, seed: int, sharding) -> Pipeline:
-        return train_pipeline(self.dataset, self.cfg.batch_size, seed=seed, sharding=sharding)
+        return train_pipeline(self.dataset, self.batch_size, seed=seed, sharding=sharding)
 
     def params(self, state: TrainState) -> Any:
         return state.params
