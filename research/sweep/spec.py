@@ -596,15 +596,19 @@ else:
     F = flags.FLAGS
     out["known"] = sorted(F)
     out["values"] = []
+    module = sys.modules[req["module"]]
+    from research.errors import ConfigError
     for argv in req["argvs"]:
         try:
             F.unparse_flags()
             F(["probe", *argv])
+            if hasattr(module, "config_from_flags"):  # the values, as the run will validate them
+                module.config_from_flags()
             out["results"].append(None)
             values = {n: F[n].value for n in req.get("values", []) if n in F}
             out["values"].append({n: v if isinstance(v, (bool, int, float, str, type(None))) else str(v)
                                   for n, v in values.items()})
-        except flags.Error as e:
+        except (flags.Error, ConfigError) as e:
             out["results"].append(str(e))
             out["values"].append({})
 json.dump(out, open(sys.argv[2], "w"))
@@ -613,8 +617,9 @@ json.dump(out, open(sys.argv[2], "w"))
 
 def _probe(module: str, argvs: list[list[str]], timeout: float = 300,
            values: Sequence[str] = ()) -> dict[str, Any]:
-    """Import `module` in a subprocess and parse each argv with its absl flags: the known flag names, an error
-    (or None) per argv, and the parsed values of the flags named in `values`."""
+    """Import `module` in a subprocess and parse each argv with its absl flags (and its `config_from_flags`, which
+    validates the values as a run would): the known flag names, an error (or None) per argv, and the parsed values
+    of the flags named in `values`."""
     with tempfile.TemporaryDirectory(prefix="sweep-probe-") as tmp:
         req, out = os.path.join(tmp, "req.json"), os.path.join(tmp, "out.json")
         with open(req, "w") as f:
