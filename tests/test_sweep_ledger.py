@@ -41,7 +41,7 @@ flags.DEFINE_string("workdir", None, "")
 flags.DEFINE_integer("seed", 0, "")
 flags.DEFINE_float("lr", 0.1, "")
 flags.DEFINE_integer("width", 8, "")
-flags.DEFINE_enum("mode", "ok", ["ok", "fail", "nan", "die_once", "hang_once", "stopped_once"], "")
+flags.DEFINE_enum("mode", "ok", ["ok", "fail", "nan", "die_once", "hang_once", "stopped_once", "no_final"], "")
 flags.DEFINE_float("sleep", 0.0, "")
 flags.DEFINE_integer("num_seeds", 1, "")
 FLAGS = flags.FLAGS
@@ -74,6 +74,8 @@ def main(argv):
         open(marker, "w").close()
         print("stopped by SIGTERM at step 4/10; checkpoint saved", file=sys.stderr)
         sys.exit(143)  # what the training loop does on a SIGTERM from elsewhere (research/preemption.py)
+    if FLAGS.mode == "no_final":
+        return  # exits 0 without writing final.json
     final = {"step": 10, "metrics": metrics(FLAGS.seed), "params_sha256": "0" * 64, "wall_seconds": 0.01}
     if FLAGS.num_seeds > 1:  # like the training loop: the mean, and each seed's own metrics
         per = [{"seed": FLAGS.seed + i, "metrics": metrics(FLAGS.seed + i), "params_sha256": str(i) * 64}
@@ -439,7 +441,100 @@ def test_journal_hands_each_trial_to_one_of_several_racing_processes(tmp_path):
     from research.sweep.race import race
 
     result = race(f"journal:{tmp_path / 'race.journal'}", trials=40, procs=3)
-    assert result["claims"] == result["distinct"] == 40 and result["duplicates"] == 0
+    assert result["claims"] == result["distinct"] == 40 and result["duplicates"] == 0 and not result["errors"]
+
+
+def test_a_trial_without_final_json_fails_and_dry_run_runs_nothing(env, tmp_path):
+    spec = write_spec(tmp_path, """
+        launch = "fake_trial"
+        seeds = [0]
+        metrics = ["score"]
+        [axes.mode]
+        ok = { mode = "ok" }
+        silent = { mode = "no_final" }
+        """)
+    sd = str(tmp_path / "sweep")
+    dry = sweep(env, f"--spec={spec}", f"--sweep_dir={sd}", "--dry_run").stdout.splitlines()
+    assert len(dry) == 2 and all("-m fake_trial" in line and "--seed=0" in line for line in dry)
+    assert "--mode=no_final" in dry[1] and f"--workdir={sd}/trials/mode-silent_seed-0" in dry[1]
+    assert not os.path.exists(sd)  # a dry run writes nothing
+    sweep(env, f"--spec={spec}", f"--sweep_dir={sd}", "--workers=1", *FAST)
+    silent = [t for t in trials(sd) if t.user_attrs["key"] == "mode=silent,seed=0"]
+    assert [t.state.name for t in silent] == ["FAIL"] and not silent[0].user_attrs["retriable"]
+    assert "exited 0 without a readable" in silent[0].user_attrs["error"]
+
+
+def _started(sd, name, n, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline and runs(sd, name) < n:
+        time.sleep(0.2)
+    return runs(sd, name) >= n
+
+
+def test_stopping_the_sweep_interrupts_its_trial_and_a_rerun_finishes_it(env, tmp_path):
+    body = """
+        launch = "fake_trial"
+        seeds = [0]
+        metrics = ["score"]
+        [flags]
+        sleep = 3
+        """
+    spec, sd = write_spec(tmp_path, body), str(tmp_path / "sweep")
+    start = lambda: subprocess.Popen([sys.executable, "-m", "launch.sweep", f"--spec={spec}", f"--sweep_dir={sd}",
+                                      "--workers=1", *FAST], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+    proc = start()
+    assert _started(sd, "seed-0", 1), "the trial never started"
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: the worker stops its trial, the sweep says how to go on
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same command again" in out, out
+    [stopped] = trials(sd)
+    assert stopped.state.name == "FAIL" and stopped.user_attrs["retriable"] and stopped.user_attrs["interrupted"]
+    # the spec changed under the ledger: refused, nothing run
+    write_spec(tmp_path, body.replace("sleep = 3", "sleep = 0"))
+    changed = sweep(env, f"--spec={spec}", f"--sweep_dir={sd}", "--workers=1", *FAST, check=False)
+    assert changed.returncode == 2 and "holds a sweep named 'fake' with a different" in changed.stderr
+    assert runs(sd, "seed-0") == 1
+    write_spec(tmp_path, body)
+    proc = start()
+    assert _started(sd, "seed-0", 2), "the retry never started"
+    proc.send_signal(signal.SIGTERM)  # a scheduler stopping the whole sweep: its workers die with it
+    proc.communicate(timeout=60)
+    deadline = time.time() + 30
+    while time.time() < deadline and [t.state.name for t in trials(sd)] != ["FAIL", "FAIL"]:
+        time.sleep(0.2)
+    assert [t.state.name for t in trials(sd)] == ["FAIL", "FAIL"]
+    sweep(env, f"--spec={spec}", f"--sweep_dir={sd}", "--workers=1", *FAST)
+    assert [t.state.name for t in trials(sd)] == ["FAIL", "FAIL", "COMPLETE"] and runs(sd, "seed-0") == 3
+
+
+def test_a_worker_rides_out_storage_errors_and_gives_up_after_five(tmp_path, monkeypatch):
+    from research.sweep import worker as worker_lib
+
+    ledger, spec = _ledger(tmp_path)
+    w = worker_lib.Worker.__new__(worker_lib.Worker)
+    w.cfg = worker_lib.WorkerConfig(spec=str(tmp_path / "unit.toml"), sweep_dir=str(tmp_path / "sd"),
+                                    storage="journal:x", cwd=str(tmp_path), poll=0.01)
+    w.spec, w.ledger, w.hidden, w.stopping, w.proc = spec, ledger, [], False, None
+    said, ran = [], []
+    w.say = said.append
+    w.run_trial = ran.append
+    failures = iter([OSError("connection reset"), OSError("connection reset")])
+    real_claim = ledger.claim
+
+    def flaky_claim():
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real_claim()
+
+    monkeypatch.setattr(ledger, "claim", flaky_claim)
+    monkeypatch.setattr(ledger, "unfinished", lambda: False)
+    assert w.run() == 2 and [c.key for c in ran] == ["lr=0.1,seed=0", "lr=0.1,seed=1"]
+    assert sum("ledger error (OSError: connection reset); retrying" in m for m in said) == 2
+    monkeypatch.setattr(ledger, "claim", lambda: (_ for _ in ()).throw(OSError("down")))
+    with pytest.raises(OSError, match="down"):
+        w.run(max_storage_errors=5)
 
 
 def test_storage_urls_and_redaction(tmp_path, env):
@@ -551,6 +646,12 @@ def test_two_workers_on_a_postgresql_ledger(env, tmp_path, postgres):
             text += pathlib.Path(path).read_text(errors="replace")
     assert "pg-s3cret" not in text and "postgresql://sweeper:***@127.0.0.1" in text
     assert json.loads(pathlib.Path(os.path.join(sd, "sweep.json")).read_text())["storage"].startswith("postgresql://sweeper:***@")
+
+    # the storage hands each queued trial to exactly one of several racing processes, without errors
+    from research.sweep.race import race
+
+    result = race(postgres, trials=30, procs=3)
+    assert result["claims"] == result["distinct"] == 30 and result["duplicates"] == 0 and not result["errors"]
 
     # a vectorised sweep on the same server (a worker in this process): one trial per combination, per-seed rows
     from research.sweep.worker import Worker, WorkerConfig
