@@ -30,15 +30,16 @@ from typing import Any, Protocol
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
-from research import parallel, replicas
+from research import parallel, replicas, sharding
 from research.checkpoint import Checkpointer
 from research.data.pipeline import ArrayPipeline, Batch, Pipeline
 from research.errors import ConfigError, Interrupted, NonFiniteError
 from research.evaluators.base import EvalContext, Evaluator, merge
 from research.preemption import StopSignal
 from research.progress import Progress
+from research.sharding import MeshConfig
 from research.state import fingerprint
 from research.workdir import Workdir
 from research.writers import MetricWriter
@@ -61,6 +62,8 @@ class LoopConfig:
     red_blue: bool = False
     fuse_every: int = 0
     data_on_device: bool = True
+    mesh: MeshConfig = MeshConfig()  # the device mesh and the rules laying the state out over it (layout only)
+    ema_decay: float = 0.0       # > 0: tasks keep an EMA of the parameters (research/state.py); 0: off
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -77,6 +80,8 @@ class LoopConfig:
             raise ConfigError("--red_blue trains its own two replicas; it cannot be combined with --num_seeds")
         if self.red_blue != (self.fuse_every > 0):
             raise ConfigError("--red_blue needs --fuse_every > 0, and --fuse_every applies only to --red_blue")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"--ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
 
     @property
     def replicas(self) -> int:
@@ -128,10 +133,12 @@ def _init_fn(task: Task, cfg: LoopConfig):
 
 
 def abstract_state(task: Task, rng: jax.Array, mesh: Mesh, cfg: LoopConfig | None = None) -> tuple[Any, Any]:
-    """(shapes/dtypes/shardings of the run's state, the shardings alone): replicated over `mesh`."""
-    rep = parallel.replicated(mesh)
-    shapes = jax.eval_shape(_init_fn(task, cfg or LoopConfig(steps=1)), rng)
-    shardings = jax.tree.map(lambda _: rep, shapes)
+    """(shapes/dtypes/shardings of the run's state, the shardings alone): laid out over `mesh` by the rules of
+    `cfg.mesh` (research/sharding.py; everything replicated when the mesh's model axis is 1). ConfigError when a
+    model axis splits nothing."""
+    cfg = cfg or LoopConfig(steps=1)
+    shapes = jax.eval_shape(_init_fn(task, cfg), rng)
+    shardings = sharding.state_shardings(shapes, mesh, cfg.mesh, replica_axis=cfg.vmapped)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
     return abstract, shardings
 
@@ -196,14 +203,13 @@ class _Batches:
             idx = self._stack([[p.next_rows() for p in self.pipelines] for _ in range(k)], k if scanned else None)
             return parallel.to_replicated(idx, self.mesh)
         local = self._stack([[p.next_local() for p in self.pipelines] for _ in range(k)], k if scanned else None)
-        return parallel.to_global(local, NamedSharding(self.mesh, PartitionSpec(*[None] * n_lead,
-                                                                                parallel.DATA_AXIS)))
+        return parallel.to_global(local, sharding.batch_sharding(self.mesh, self.cfg.mesh, n_lead))
 
 
 def _compiled_call(task: Task, cfg: LoopConfig, mesh: Mesh, on_device: bool, state_sharding: Any, scanned: bool):
     """jit of (state, data, xs) -> (state, metrics): one step, or a `lax.scan` over the leading axis of xs."""
     step = jax.vmap(task.train_step) if cfg.vmapped else task.train_step
-    gathered = NamedSharding(mesh, PartitionSpec(*[None] * int(cfg.vmapped), parallel.DATA_AXIS))
+    gathered = sharding.batch_sharding(mesh, cfg.mesh, int(cfg.vmapped))
 
     def one(state, data, x):
         if on_device:  # x holds row indices: gather the batch where the data already is
@@ -223,13 +229,13 @@ def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopCon
     """Train `task` to `cfg.steps` in `workdir` (resuming from its newest readable checkpoint), evaluating with
     `evaluators`; returns final.json's dict. `on_start()` runs once the state is restored or initialised, before
     the loop writes anything (the launch modules record flags.txt, dataset.json and config.json there, so a
-    checkpoint of another architecture is refused before any file changes)."""
-    mesh = mesh or parallel.make_mesh()
+    checkpoint of another architecture is refused before any file changes). `mesh` defaults to `cfg.mesh`'s."""
+    mesh = mesh or sharding.make_mesh(cfg.mesh)
     chief = jax.process_index() == 0
     t_start = time.perf_counter()
     eval_periods = _eval_periods(evaluators, cfg)
 
-    # ---- State: abstract shapes first, then restore or init, everything replicated over the mesh.
+    # ---- State: abstract shapes first, then restore or init, laid out over the mesh (research/sharding.py).
     init_rng = jax.random.PRNGKey(cfg.seed)
     abstract, state_sharding = abstract_state(task, init_rng, mesh, cfg)
     pipelines = _pipelines(task, cfg, parallel.batch_sharding(mesh))
@@ -249,6 +255,10 @@ def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopCon
         log.info("resumed from %s at step %d", workdir.checkpoints / str(start), start)
     else:
         state = jax.jit(_init_fn(task, cfg), out_shardings=state_sharding)(init_rng)
+    memory = sharding.memory_report(state)
+    log.info("mesh %s (%s rules): parameters + optimizer state %s on the largest device, %s unsplit",
+             ",".join(f"{k}:{v}" for k, v in mesh.shape.items()), cfg.mesh.rules,
+             sharding.mib(memory["params_and_opt_state"]), sharding.mib(memory["unsplit_params_and_opt_state"]))
     if on_start is not None:
         on_start()
 
@@ -265,7 +275,7 @@ def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopCon
     fuse = jax.jit(replicas.fuse, donate_argnums=0, out_shardings=state_sharding) if cfg.red_blue else None
 
     # ---- Writers and logging.
-    writer = MetricWriter(workdir, resume_step=start, enabled=chief)
+    writer = MetricWriter(workdir, resume_step=start, reevaluate=start == cfg.steps, enabled=chief)
     progress = Progress(cfg.steps, start, bar=cfg.progress_bar)
     elapsed = lambda: elapsed0 + time.perf_counter() - t_start
     window: list[dict[str, float]] = window0  # train metrics since the last log line
@@ -375,16 +385,19 @@ def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopCon
     metrics, per = evaluated
     final = {"step": cfg.steps, "metrics": metrics, "train_metrics": last_train,
              "wall_seconds": round(elapsed(), 3), "num_devices": int(mesh.devices.size),
-             "num_processes": jax.process_count()}
+             "num_processes": jax.process_count(), "mesh": {**{k: int(v) for k, v in mesh.shape.items()},
+                                                            "rules": cfg.mesh.rules},
+             "bytes_per_device": sharding.memory_report(state)}
+    host = lambda s: parallel.to_host(task.params(s))  # sharded over several processes: gathered first
     if cfg.red_blue:
-        final["params_sha256"] = fingerprint(task.params(replicas.take(replicas.fuse(state), 0)))
+        final["params_sha256"] = fingerprint(host(replicas.take(replicas.fuse(state), 0)))
         final["red_blue"] = {"fuse_every": cfg.fuse_every}
     else:
-        final["params_sha256"] = fingerprint(task.params(state))
+        final["params_sha256"] = fingerprint(host(state))
     if cfg.num_seeds > 1:
         final["metrics_std"] = replicas.mean_std(per)[1]
         final["seeds"] = [{"seed": cfg.seed + i, "metrics": m,
-                           "params_sha256": fingerprint(task.params(replicas.take(state, i)))}
+                           "params_sha256": fingerprint(host(replicas.take(state, i)))}
                           for i, m in enumerate(per)]
     log.info("final step %d params_sha256=%s metrics=%s", cfg.steps, final["params_sha256"], metrics)
     if chief:

@@ -96,13 +96,16 @@ class MetricWriter:
     """Writes scalars to metrics.jsonl + TensorBoard, and pictures and texts to the workdir + TensorBoard; a
     no-op when disabled (every process but the first in a multi-process run)."""
 
-    def __init__(self, workdir: Workdir, *, resume_step: int = 0, enabled: bool = True):
+    def __init__(self, workdir: Workdir, *, resume_step: int = 0, reevaluate: bool = False, enabled: bool = True):
+        """`resume_step`: records after it are dropped (they will be written again); `reevaluate`: so are the
+        evaluations at it (a run resumed exactly at its end evaluates its last step again)."""
         self.workdir, self.enabled = workdir, enabled
         self.elapsed = 0.0
         if not enabled:
             return
         path = workdir.metrics_file
-        kept = [r for r in read_metrics(workdir.path) if r["step"] <= resume_step]
+        kept = [r for r in read_metrics(workdir.path) if r["step"] < resume_step or (
+            r["step"] == resume_step and not (reevaluate and r.get("split") != "train"))]
         write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         from tensorboardX import SummaryWriter
