@@ -86,6 +86,22 @@ class Checkpointer:
             raise ValueError(f"the meta of checkpoint {step} is not a JSON object")
         return out["state"], dict(out["meta"])
 
+    def restore_step(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+        """`restore` for a step the user named (e.g. an export of an older checkpoint): a ConfigError naming the
+        saved steps when there is none at `step`, or naming the failure when it cannot be read (left in place)."""
+        steps = sorted(self.all_steps())
+        if step not in steps:
+            raise ConfigError(f"no checkpoint at step {step} in {self.directory}; saved steps: "
+                              f"{', '.join(map(str, steps)) or 'none'}")
+        try:
+            return self.restore(step, abstract_state)
+        except ConfigError:
+            raise
+        except Exception as e:  # as in restore_latest: many types for a damaged checkpoint
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise ConfigError(f"checkpoint {self.directory / str(step)} is unreadable ({type(e).__name__}: "
+                              f"{first})") from None
+
     def restore_latest(self, abstract_state: Any, move_aside: Callable[[pathlib.Path, str], Any] | None = None
                        ) -> tuple[int, Any, dict[str, Any]] | None:
         """(step, state, meta) of the newest checkpoint that can be read, or None if none can. An unreadable one
