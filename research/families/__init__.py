@@ -44,8 +44,13 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type, values: dict[str, Any]) -> Any:
-    """The inverse of `to_dict` for the (nested, frozen) config dataclass `cls`: validated as it is built."""
+    """The inverse of `to_dict` for the (nested, frozen) config dataclass `cls`: validated as it is built. A key the
+    class does not have is refused (a config.json of another code version must not load with settings dropped)."""
     hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"{cls.__module__}.{cls.__qualname__} has no setting {', '.join(unknown)} (a config "
+                          f"written by another version of this code?)")
     kwargs = {}
     for field in dataclasses.fields(cls):
         if field.name not in values:
