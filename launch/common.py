@@ -40,6 +40,11 @@ flags.DEFINE_integer("eval_every", 0, "Evaluate every N steps (0: only at the en
 flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every N steps (0: only at the end).")
 flags.DEFINE_integer("keep_checkpoints", 3, "How many checkpoints to keep.")
 flags.DEFINE_enum("progress", "auto", ["auto", "bar", "log"], "Progress bar (bar), log lines (log), or by TTY.")
+# ---- augmentation and weight averaging (docs/images.md); unset: off, and absent from flags.txt
+flags.DEFINE_string("augment", None, "On-device augmentation of training images, any subset of "
+                    "crop:N,flip[:P],translate:PX,rotate:DEG,noise:STD (e.g. crop:4,flip); image datasets only.")
+flags.DEFINE_float("ema_decay", None, "Keep an exponential moving average of the parameters with this decay, in "
+                   "[0, 1) (unset or 0: off); evaluations also report the averaged model's metrics as ema_*.")
 # ---- speed
 flags.DEFINE_integer("steps_per_call", 1, "Training steps per compiled call (lax.scan); boundaries stay exact.")
 flags.DEFINE_integer("num_seeds", 1, "Train seeds seed..seed+N-1 together in one program (jax.vmap).")
@@ -49,15 +54,29 @@ flags.DEFINE_integer("fuse_every", 0, "Red-blue: average the two replicas' param
 flags.DEFINE_bool("data_on_device", True, "Copy in-memory datasets to the devices once; gather batches there.")
 flags.DEFINE_string("compilation_cache_dir", None, "Persistent XLA compilation cache (default: a user cache "
                     "dir; empty string: off).")
+# ---- model parallelism (research/sharding.py; docs/parallel.md)
+flags.DEFINE_string("mesh", None, "Device mesh as data:D,model:M (either may be left out; data x model = all "
+                    "devices; the model axis stays within a host). Default: data parallelism over every device.")
+flags.DEFINE_integer("model_parallel", None, "Shorthand for --mesh=model:M (the data axis is devices / M).")
+flags.DEFINE_enum("sharding_rules", "fsdp", ["fsdp", "tensor"], "How the state is split over the model axis: fsdp "
+                  "(each array's largest divisible dimension; batch over both axes) or tensor (Megatron-style "
+                  "column/row Dense pairs and recurrent gate kernels, the rest replicated; batch over data).")
+flags.DEFINE_integer("min_shard_size", 4096, "Arrays with fewer elements stay replicated on every device.")
+flags.DEFINE_bool("print_sharding", False, "Print each array of the train state with its shape and partition "
+                  "spec, and the bytes per device, then exit without training (no --workdir needed).")
 # ---- multi-host
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for multi-process runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
 
 # Flags that do not change what is computed: a workdir may be resumed with other values.
+# The mesh flags only decide where the state's arrays live and which devices compute which part; every mesh
+# computes the same steps from the same data order, equal up to float summation order (as a resume on another
+# device count already is), so a run saved on one mesh may continue on another (docs/parallel.md).
 NON_DEFINING = {"workdir", "overwrite", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                 "progress", "coordinator_address", "num_processes", "process_id", "tfds_data_dir", "data_dir",
-                "data_on_device", "compilation_cache_dir", "replica"}
+                "data_on_device", "compilation_cache_dir", "replica",
+                "mesh", "model_parallel", "sharding_rules", "min_shard_size", "print_sharding"}
 
 
 def define_data_flags(dataset: str | None = None, batch_size: int = 128) -> None:
@@ -115,19 +134,25 @@ def optimizer_config(prefix: str = ""):
 
 def loop_config():
     from research.loop import LoopConfig
+    from research.sharding import parse_mesh
 
     bar = {"auto": None, "bar": True, "log": False}[FLAGS.progress]
+    mesh = parse_mesh(FLAGS.mesh, FLAGS.model_parallel, rules=FLAGS.sharding_rules,
+                      min_shard_size=FLAGS.min_shard_size)
     return LoopConfig(steps=FLAGS.steps, seed=FLAGS.seed, log_every=FLAGS.log_every, eval_every=FLAGS.eval_every,
                       checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
                       progress_bar=bar, steps_per_call=FLAGS.steps_per_call, num_seeds=FLAGS.num_seeds,
-                      red_blue=FLAGS.red_blue, fuse_every=FLAGS.fuse_every, data_on_device=FLAGS.data_on_device)
+                      red_blue=FLAGS.red_blue, fuse_every=FLAGS.fuse_every, data_on_device=FLAGS.data_on_device,
+                      mesh=mesh, ema_decay=FLAGS.ema_decay or 0.0)
 
 
 def data_config(name: str | None = None):
     from research.data import DataConfig
+    from research.data.augment import AugmentConfig
 
     return DataConfig(name=name or FLAGS.dataset or "", batch_size=FLAGS.batch_size,
-                      tfds_data_dir=FLAGS.tfds_data_dir, data_dir=FLAGS.data_dir)
+                      tfds_data_dir=FLAGS.tfds_data_dir, data_dir=FLAGS.data_dir,
+                      augment=AugmentConfig.parse(FLAGS.augment))
 
 
 def widths(name: str, allow_none: bool = False) -> tuple[int, ...] | None:
@@ -222,21 +247,26 @@ def train(family: str, config: Any, *, non_defining: Iterable[str] = (),
           summary: Callable[[dict, Any], Sequence[str]] | None = None) -> dict:
     """Build the run of `config`, take the workdir (lock, --overwrite, flags.txt, dataset.json, config.json),
     train and evaluate, and print the final lines (plus `summary(final, run)`); returns final.json's dict.
-    Everything that can be refused is refused before the workdir is touched."""
+    Everything that can be refused is refused before the workdir is touched. With --print_sharding: print the
+    state's layout on the mesh and return {} without training or touching any workdir."""
     import jax
 
-    from research import families
+    from research import families, sharding
     from research.data import facts
-    from research.loop import train_and_evaluate
-    from research.parallel import make_mesh
+    from research.loop import abstract_state, train_and_evaluate
     from research.workdir import Workdir
 
-    if not FLAGS.workdir:
+    if not FLAGS.workdir and not FLAGS.print_sharding:
         raise ConfigError("--workdir is required")
     if FLAGS.replica is not None:
         raise ConfigError("--replica applies to --mode=sample (which replica of a --num_seeds run to read)")
-    mesh = make_mesh()
+    mesh = sharding.make_mesh(config.loop.mesh)
     run = families.family(family).build(config, mesh)
+    abstract = abstract_state(run.task, jax.random.PRNGKey(config.loop.seed), mesh, config.loop)[0]  # may refuse
+    if FLAGS.print_sharding:
+        if jax.process_index() == 0:
+            print(sharding.describe(abstract, mesh, config.loop.mesh))
+        return {}
     workdir = Workdir(FLAGS.workdir)
     chief = jax.process_index() == 0
     flags_now, data_now = resolved_flags(), facts(run.dataset)

@@ -206,14 +206,18 @@ class _Batches:
         return parallel.to_global(local, sharding.batch_sharding(self.mesh, self.cfg.mesh, n_lead))
 
 
-def _compiled_call(task: Task, cfg: LoopConfig, mesh: Mesh, on_device: bool, state_sharding: Any, scanned: bool):
-    """jit of (state, data, xs) -> (state, metrics): one step, or a `lax.scan` over the leading axis of xs."""
+def _compiled_call(task: Task, cfg: LoopConfig, mesh: Mesh, on_device: bool, state_sharding: Any, scanned: bool,
+                   use_sharding: Any = None):
+    """jit of (state, data, xs) -> (state, metrics): one step, or a `lax.scan` over the leading axis of xs.
+    `use_sharding`: the layout each step uses the state in (`sharding.use_shardings`; None: as it is stored)."""
     step = jax.vmap(task.train_step) if cfg.vmapped else task.train_step
     gathered = sharding.batch_sharding(mesh, cfg.mesh, int(cfg.vmapped))
 
     def one(state, data, x):
         if on_device:  # x holds row indices: gather the batch where the data already is
             x = jax.lax.with_sharding_constraint(jax.tree.map(lambda a: a[x], data), gathered)
+        if use_sharding is not None:  # model parallelism: all-gather what the step uses whole
+            state = jax.lax.with_sharding_constraint(state, use_sharding)
         return step(state, x)
 
     def call(state, data, xs):
@@ -221,7 +225,15 @@ def _compiled_call(task: Task, cfg: LoopConfig, mesh: Mesh, on_device: bool, sta
             return jax.lax.scan(lambda s, x: one(s, data, x), state, xs)
         return one(state, data, xs)
 
-    return jax.jit(call, donate_argnums=0, out_shardings=(state_sharding, parallel.replicated(mesh)))
+    jitted = jax.jit(call, donate_argnums=0, out_shardings=(state_sharding, parallel.replicated(mesh)))
+    if sharding.model_size(mesh) == 1:
+        return jitted
+
+    def traced_with_whole_parameters(state, data, xs):  # research/sharding.py: `whole`
+        with sharding.parameters_whole(mesh, cfg.mesh):
+            return jitted(state, data, xs)
+
+    return traced_with_whole_parameters
 
 
 def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopConfig, workdir: Workdir,
@@ -238,6 +250,7 @@ def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopCon
     # ---- State: abstract shapes first, then restore or init, laid out over the mesh (research/sharding.py).
     init_rng = jax.random.PRNGKey(cfg.seed)
     abstract, state_sharding = abstract_state(task, init_rng, mesh, cfg)
+    use_sharding = sharding.use_shardings(abstract, mesh, cfg.mesh)
     pipelines = _pipelines(task, cfg, parallel.batch_sharding(mesh))
     ckpt = Checkpointer(workdir.checkpoints, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
     latest = ckpt.latest_step() or 0
@@ -271,7 +284,7 @@ def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopCon
     # ---- Compiled update and input.
     batches = _Batches(pipelines, cfg, mesh)
     scanned = cfg.steps_per_call > 1
-    call = _compiled_call(task, cfg, mesh, batches.on_device, state_sharding, scanned)
+    call = _compiled_call(task, cfg, mesh, batches.on_device, state_sharding, scanned, use_sharding)
     fuse = jax.jit(replicas.fuse, donate_argnums=0, out_shardings=state_sharding) if cfg.red_blue else None
 
     # ---- Writers and logging.
@@ -308,12 +321,13 @@ def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopCon
     # ---- Evaluation: every replica's metrics; replica 0's pictures and texts.
     def evaluate(step: int, due: Sequence[Evaluator]) -> tuple[dict[str, float], list[dict[str, float]]]:
         writer.elapsed = elapsed()
+        full = sharding.to_use(state, use_sharding)  # model parallelism: the leaves evaluators use whole, gathered
         if cfg.red_blue:
-            views = [replicas.take(replicas.fuse(state), 0)]
+            views = [replicas.take(replicas.fuse(full), 0)]
         elif cfg.vmapped:
-            views = [replicas.take(state, i) for i in range(cfg.replicas)]
+            views = [replicas.take(full, i) for i in range(cfg.replicas)]
         else:
-            views = [state]
+            views = [full]
         results = [merge(e.evaluate(v, EvalContext(step, mesh, pictures=i == 0)) for e in due)
                    for i, v in enumerate(views)]
         per = [r.metrics for r in results]

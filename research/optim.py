@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from research.errors import ConfigError
+from research.sharding import whole
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
@@ -145,10 +146,13 @@ def gradient_step(loss_fn: Callable[[Any], tuple[jax.Array, Any]], params: Any, 
                   tx: optax.GradientTransformation) -> tuple[Any, Any, jax.Array, Any, dict[str, jax.Array]]:
     """One optimizer update of every family: `loss_fn(params) -> (loss, aux)` differentiated, the optax update
     applied. Returns (params, opt_state, loss, aux, norms) with the L2 norms of the gradients, the new
-    parameters and the update (`grad_norm`, `param_norm`, `update_norm`)."""
+    parameters and the update (`grad_norm`, `param_norm`, `update_norm`). Under model parallelism with the fsdp
+    rules the parameters, their gradients and the new parameters are whole (`research.sharding.whole`)."""
+    params = whole(params)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    grads = whole(grads)
     updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
+    params = whole(optax.apply_updates(params, updates))
     norms = {"grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
              "update_norm": optax.global_norm(updates)}
     return params, opt_state, loss, aux, norms

@@ -1,8 +1,9 @@
-"""Data parallelism with `jax.jit` over a 1-D `('data',)` mesh: params replicated, batches sharded.
+"""Data parallelism with `jax.jit` over a `('data', 'model')` mesh: batches sharded over `data`.
 
 Why not `jax.pmap`: since JAX 0.8 it is in maintenance mode (a wrapper over jit + shard_map). With jit over
 a mesh the same program runs on 1 device, 8 fake CPU devices or many hosts; XLA inserts the gradient
-all-reduce because the batch is sharded and the params are not.
+all-reduce because the batch is sharded and the params are not. The `model` axis (size 1 unless a run asks
+for model parallelism) and the rules that split the state over it are in research/sharding.py.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from research.errors import ConfigError
 
 DATA_AXIS = "data"
+MODEL_AXIS = "model"
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -49,10 +51,24 @@ def enable_compilation_cache(path: str, min_compile_seconds: float = 0.3) -> Non
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh over `devices` (default: every device of every process, in process order)."""
-    devices = list(jax.devices() if devices is None else devices)
-    return Mesh(np.array(devices), (DATA_AXIS,))
+def make_mesh(devices: Sequence[jax.Device] | None = None, *, model: int = 1, data: int = 0) -> Mesh:
+    """A `(data, model)` mesh over `devices` (default: every device of every process, in process order); `data`
+    0 means all devices / `model`. Each row of `model` devices belongs to one process, so the model axis's
+    collectives never leave a host. ConfigError when the shape does not fit the devices."""
+    devices = sorted(jax.devices() if devices is None else devices, key=lambda d: d.process_index)  # stable
+    n = len(devices)
+    asked = f"mesh data:{data or 'auto'},model:{model}"
+    if data and data * model != n:
+        raise ConfigError(f"{asked} asks for {data * model} devices, but this run has {n}; data x model must equal "
+                          f"the device count")
+    if n % model:
+        raise ConfigError(f"{asked}: a model axis of {model} does not divide this run's {n} devices")
+    grid = np.array(devices).reshape(n // model, model)
+    if any(len({d.process_index for d in row}) > 1 for row in grid):
+        raise ConfigError(f"{asked}: the model axis would span hosts ({jax.process_count()} processes with "
+                          f"{jax.local_device_count()} devices each); use a model axis that divides "
+                          f"{jax.local_device_count()}")
+    return Mesh(grid, (DATA_AXIS, MODEL_AXIS), axis_types=(AxisType.Auto, AxisType.Auto))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -6,7 +6,7 @@ import pytest
 
 from research.data import DataConfig
 from research.errors import ConfigError
-from research.families import FAMILIES, family, from_dict, load_run, to_dict
+from research.families import FAMILIES, family, load_run, to_dict
 from research.loop import LoopConfig
 from research.optim import OptimizerConfig
 from research.workdir import Workdir

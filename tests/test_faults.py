@@ -8,6 +8,7 @@ it and must leave every byte of it as it was; cases with a fresh --workdir must 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,8 @@ metrics = ["accuracy"]
 
 # (id, module, args, the error message must contain this, exit code, the finished run the case points at)
 # {wd}: a fresh copy of that finished run; {new}: a workdir that must stay unwritten; {tmp}: the test's tmp_path.
+# Run "two-processes": no finished run; the launch is two processes of 4 devices each (jax.distributed on
+# 127.0.0.1), and each must refuse.
 CASES = [
     # ---- flags and flagfiles (answered before JAX loads)
     ("unknown flag", "mlp", ["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'", 2, None),
@@ -76,12 +79,39 @@ CASES = [
     ("classify without labels", "mlp", ["--dataset=diabetes"], "has no class labels; use --task=regress", 2, None),
     ("missing IDX dataset", "mlp", ["--dataset=mnist", "--data_dir={tmp}"], "dataset 'mnist' not found", 2, None),
     ("workdir under a file", "mlp", ["--workdir={tmp}/file/run"], "not writable", 2, None),
+    # ---- the device mesh (model parallelism, research/sharding.py)
+    ("mesh is not the devices", "mlp", ["--mesh=data:2,model:2"], "asks for 4 devices, but this run has 8", 2, None),
+    ("model axis does not divide", "mlp", ["--model_parallel=3"], "a model axis of 3 does not divide", 2, None),
+    ("unknown mesh axis", "mlp", ["--mesh=data:4,tensor:2"], "unknown axis 'tensor'", 2, None),
+    ("mesh and model_parallel", "mlp", ["--mesh=model:2", "--model_parallel=2"], "not both", 2, None),
+    ("model axis splits nothing", "mlp", ["--dataset=diabetes", "--task=regress", "--hidden=99,99",
+                                          "--model_parallel=4"], "splits nothing", 2, None),
+    ("model axis spans hosts", "mlp", ["--model_parallel=8"], "the model axis would span hosts", 2, "two-processes"),
     # ---- a finished run
     ("other flags", "mlp", ["--hidden=32"], "holds a run with other flags", 2, "mlp"),
     ("workdir in use", "mlp", [], "is in use by pid", 2, "mlp"),
     ("other architecture", "mlp", [], "different architecture", 2, "mlp-other-architecture"),
     ("loss turns NaN", "mlp", ["--optimizer=sgd", "--learning_rate=1e30"],
      "training stopped at step", 3, None),
+    # ---- image models, augmentation, parameter EMA (docs/images.md)
+    ("bad augment spec", "mlp", ["--augment=blur:3"], "unknown op 'blur'", 2, None),
+    ("augment strength out of range", "mlp", ["--augment=rotate:360"], "rotate must be in [0, 180]", 2, None),
+    ("augment crop as large as the images", "mlp", ["--augment=crop:8"], "not smaller than the 8x8 images of digits",
+     2, None),
+    ("augment on non-image data", "mlp", ["--dataset=diabetes", "--task=regress", "--augment=flip"],
+     "--augment applies to image datasets", 2, None),
+    ("cnn on non-image data", "mlp", ["--dataset=diabetes", "--task=regress", "--architecture=cnn"],
+     "--architecture=cnn needs image data", 2, None),
+    ("cnn on images too small", "mlp", ["--architecture=cnn"], "needs images of at least 10x10; digits has 8x8", 2,
+     None),
+    ("lenet with mlp flags", "mlp", ["--architecture=lenet"], "--hidden does not apply to --architecture=lenet", 2,
+     None),
+    ("ema decay of 1", "mlp", ["--ema_decay=1"], "--ema_decay must be in [0, 1)", 2, None),
+    ("ae: negative ema decay", "autoencoder", ["--ema_decay=-0.5"], "--ema_decay must be in [0, 1)", 2, None),
+    ("gan: augment on 2-D data", "gan", ["--dataset=gaussians_ring8", "--architecture=mlp", "--augment=flip"],
+     "--augment applies to image datasets", 2, None),
+    ("rnn: augment on sequences", "rnn", ["--task=adding", "--augment=noise:0.1"],
+     "--augment applies to image datasets", 2, None),
     # ---- autoencoder
     ("ae: flag of the other arch", "autoencoder", ["--arch=conv", "--encoder=64"], "--encoder does not apply", 2,
      None),
@@ -110,6 +140,8 @@ CASES = [
     ("gan: sample without a run", "gan", ["--mode=sample"], "does not exist", 2, None),
     ("gan: sample zero", "gan", ["--mode=sample", "--num_samples=0"], "--num_samples must be positive", 2, "gan"),
     ("gan: sample disagreeing flag", "gan", ["--mode=sample", "--z_dim=9"], "disagrees with the run", 2, "gan"),
+    ("gan: tensor rules on a dcgan", "gan", ["--dataset=digits", "--sharding_rules=tensor", "--model_parallel=2"],
+     "splits nothing", 2, None),
     # ---- RNN
     ("rnn: char-LM flag on adding", "rnn", ["--task=adding", "--unroll=5"], "applies to --task=char_lm only", 2,
      None),
@@ -150,6 +182,8 @@ def _prepare(tmp) -> None:
 @pytest.mark.parametrize("case_id, module, args, message, code, run", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_and_touches_nothing(case_id, module, args, message, code, run, tmp_path, finished):
     _prepare(tmp_path)
+    processes = 2 if run == "two-processes" else 1
+    run = None if processes > 1 else run
     new = tmp_path / "new"
     wd = tmp_path / "run"
     holder = None
@@ -178,17 +212,40 @@ def test_bad_input_is_one_line_and_touches_nothing(case_id, module, args, messag
     if module == "gan" and not any(a.startswith("--mode") for a in argv):
         argv.append("--evaluator=none")  # never train the LeNet classifier here
     try:
-        proc = launch(module, *base, *argv)
+        procs = [launch(module, *base, *argv)] if processes == 1 else _on_two_processes(module, *base, *argv)
     finally:
         if holder is not None:
             holder.kill()
             holder.wait()
-    line = refusal(proc, code)
-    assert message in line, line
+    for proc in procs:
+        line = refusal(proc, code)
+        assert message in line, line
     if run:
         assert tree_digest(wd) == before, "a refused run changed the finished workdir"
     elif code == 2:
         assert not new.exists(), sorted(str(p) for p in new.rglob("*"))
+
+
+def _on_two_processes(module: str, *args: str) -> list[subprocess.CompletedProcess]:
+    """`python -m launch.<module> args` as processes 0 and 1 of a two-process run, 4 CPU devices each."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "PYTHONUNBUFFERED": "1"}
+    cmds = [[sys.executable, "-m", f"launch.{module}", *args, f"--coordinator_address=127.0.0.1:{port}",
+             "--num_processes=2", f"--process_id={i}"] for i in range(2)]
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in cmds]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return [subprocess.CompletedProcess(cmd, p.returncode, out, err)
+            for cmd, p, (out, err) in zip(cmds, procs, outs, strict=True)]
 
 
 def test_the_table_is_as_wide_as_promised():

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from research.data.augment import AugmentConfig
 from research.errors import ConfigError
 
 Arrays = dict[str, np.ndarray]
@@ -55,6 +56,7 @@ class DataConfig:
     batch_size: int
     tfds_data_dir: str | None = None  # where prepared TFDS datasets live (does not change the run)
     data_dir: str | None = None       # where local dataset files live, e.g. IDX files (does not change the run)
+    augment: AugmentConfig = AugmentConfig()  # on-device augmentation of training images (research/data/augment.py)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -63,7 +65,10 @@ class DataConfig:
             raise ConfigError(f"--batch_size must be positive, got {self.batch_size}")
 
     def load(self, **options: Any) -> Dataset:
-        return load(self.name, tfds_data_dir=self.tfds_data_dir, data_dir=self.data_dir, **options)
+        """The dataset; ConfigError if `augment` asks for augmentation it cannot have (not images, shifts too large)."""
+        dataset = load(self.name, tfds_data_dir=self.tfds_data_dir, data_dir=self.data_dir, **options)
+        self.augment.check(dataset)
+        return dataset
 
 
 def facts(dataset: Dataset) -> dict[str, Any]:

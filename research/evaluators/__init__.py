@@ -8,6 +8,7 @@ them through the workdir (`research/writers.py`); no evaluator writes a file. An
     reconstruction.py   autoencoders against an exact PCA baseline; reconstructions, interpolations, samples
     gan.py              samples, Fréchet distance and scores from a classifier's features, mode coverage, grids
     language_model.py   validation bits per character and perplexity; sampled text
+    ema.py              any evaluator again on the parameters' moving average (--ema_decay), names prefixed ema_
 """
 
 from research.evaluators.base import EvalContext, Evaluation, Evaluator, merge

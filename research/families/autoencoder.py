@@ -9,6 +9,7 @@ from jax.sharding import Mesh
 
 from research.data import DataConfig
 from research.errors import ConfigError
+from research.evaluators.ema import with_ema
 from research.evaluators.reconstruction import ReconstructionEvaluator
 from research.families import Run
 from research.families.mlp import eval_batch_size
@@ -74,11 +75,11 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
                              channels=m.conv_channels, activation_name=m.activation,
                              code_activation=m.code_activation, variational=cfg.objective.variational)
     task = AutoencoderTask(model, dataset, cfg.optimizer, cfg.objective, batch_size=cfg.data.batch_size,
-                           steps=cfg.loop.steps)
+                           steps=cfg.loop.steps, augment=cfg.data.augment, ema_decay=cfg.loop.ema_decay)
     batch = eval_batch_size(cfg.eval_batch_size, cfg.data.batch_size)
     if mesh is not None:
         check_divisible(cfg.data.batch_size, mesh)
         check_divisible(batch, mesh, "--eval_batch_size")
-    evaluators = [ReconstructionEvaluator(task, dataset, batch, interpolation_steps=cfg.interpolation_steps)
-                  ] if evaluate else []
+    evaluators = with_ema([ReconstructionEvaluator(task, dataset, batch, interpolation_steps=cfg.interpolation_steps)
+                           ], cfg.loop.ema_decay) if evaluate else []
     return Run(task, evaluators, dataset)

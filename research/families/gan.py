@@ -12,6 +12,7 @@ from jax.sharding import Mesh
 from research.data import DataConfig
 from research.data.transforms import resized
 from research.errors import ConfigError
+from research.evaluators.ema import with_ema
 from research.evaluators.gan import GANEvaluator
 from research.families import Run
 from research.loop import LoopConfig
@@ -115,7 +116,7 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
     num_classes = dataset.num_classes if cfg.gan.conditional and dataset.num_classes else 0
     g, d = _players(cfg, dataset.input_shape, images, num_classes)
     task = GANTask(g, d, dataset, cfg.g_optimizer, cfg.d_optimizer, cfg.gan, batch_size=cfg.data.batch_size,
-                   steps=cfg.loop.steps)
+                   steps=cfg.loop.steps, augment=cfg.data.augment, ema_decay=cfg.loop.ema_decay)
     if mesh is not None:
         check_divisible(cfg.data.batch_size, mesh)
         check_divisible(cfg.eval_batch_size, mesh, "--eval_batch_size")
@@ -129,4 +130,4 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
         classifier = load_or_train()
     evaluator = GANEvaluator(task, dataset, batch_size=cfg.eval_batch_size, num_samples=cfg.num_eval_samples,
                              grid_size=cfg.grid_size, classifier=classifier)
-    return Run(task, [evaluator], dataset)
+    return Run(task, with_ema([evaluator], cfg.loop.ema_decay), dataset)

@@ -10,6 +10,7 @@ from jax.sharding import Mesh
 from research.data import DataConfig
 from research.data.text import char_corpus
 from research.errors import ConfigError
+from research.evaluators.ema import with_ema
 from research.evaluators.language_model import LanguageModelEvaluator
 from research.evaluators.supervised import SupervisedEvaluator
 from research.families import Run
@@ -111,10 +112,11 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
         model = CharLM(vocab_size=len(corpus.info["vocab"]), embed=m.embed, cell=m.cell, hidden=m.hidden,
                        layers=m.layers, dropout=m.dropout, recurrent_init=m.recurrent_init, forget_bias=m.forget_bias)
         task = CharLMTask(model, corpus, cfg.optimizer, batch_size=cfg.data.batch_size, unroll=cfg.unroll,
-                          steps=cfg.loop.steps)
-        evaluators = [LanguageModelEvaluator(task, corpus, batch_size=cfg.eval_batch, max_chars=cfg.max_eval_chars,
-                                             sample_chars=cfg.sample_chars, prompt=cfg.prompt,
-                                             temperature=cfg.temperature)] if evaluate else []
+                          steps=cfg.loop.steps, ema_decay=cfg.loop.ema_decay)
+        evaluators = with_ema([LanguageModelEvaluator(task, corpus, batch_size=cfg.eval_batch,
+                                                      max_chars=cfg.max_eval_chars, sample_chars=cfg.sample_chars,
+                                                      prompt=cfg.prompt, temperature=cfg.temperature)],
+                              cfg.loop.ema_decay) if evaluate else []
         return Run(task, evaluators, corpus)
     dataset = cfg.data.load(**({"length": cfg.length} if cfg.task in HAS_LENGTH else {}))
     kind = "regress" if cfg.task in REGRESSION else "classify"
@@ -124,7 +126,7 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
                           bidirectional=m.bidirectional, dropout=m.dropout, recurrent_init=m.recurrent_init,
                           forget_bias=m.forget_bias)
     task = SupervisedTask(model, dataset, cfg.optimizer, SupervisedConfig(kind), batch_size=cfg.data.batch_size,
-                          steps=cfg.loop.steps)
-    evaluators = [SupervisedEvaluator(task.predict, dataset, kind, cfg.eval_batch, per_step=per_step)
-                  ] if evaluate else []
+                          steps=cfg.loop.steps, ema_decay=cfg.loop.ema_decay)  # --augment: refused by the data
+    evaluators = with_ema([SupervisedEvaluator(task.predict, dataset, kind, cfg.eval_batch, per_step=per_step)],
+                          cfg.loop.ema_decay) if evaluate else []
     return Run(task, evaluators, dataset)

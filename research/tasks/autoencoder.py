@@ -1,7 +1,9 @@
 """The autoencoder family's math: plain, denoising or variational autoencoders of pixels in [0, 1].
 
 Training minimises a per-image reconstruction loss (`bce` or `mse`, see `research.objectives.reconstruction`)
-of the clean input from the (optionally corrupted) input, plus `kl_weight` times the KL term for a VAE.
+of the clean input from the (optionally corrupted) input, plus `kl_weight` times the KL term for a VAE. With
+`--augment`, each training image is augmented first and that augmented image is both the (corrupted) input and the
+target. With `--ema_decay`, the state keeps a moving average of the parameters (`research/state.py`).
 Evaluation (against PCA, and the pictures) is `research/evaluators/reconstruction.py`.
 """
 
@@ -14,11 +16,12 @@ import jax
 import jax.numpy as jnp
 
 from research.data import Dataset, Pipeline, train_pipeline
+from research.data.augment import NO_AUGMENT, AugmentConfig, augment_batch
 from research.errors import ConfigError
 from research.models.autoencoder import NOISES, Autoencoder, corrupt
 from research.objectives.reconstruction import gaussian_kl, reconstruction_loss, squared_error
 from research.optim import OptimizerConfig, gradient_step, make_optimizer
-from research.state import TrainState, step_rng
+from research.state import TrainState, init_ema, step_rng, update_ema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +52,7 @@ class AutoencoderConfig:
 
 class AutoencoderTask:
     def __init__(self, model: Autoencoder, dataset: Dataset, optimizer: OptimizerConfig, cfg: AutoencoderConfig, *,
-                 batch_size: int, steps: int):
+                 batch_size: int, steps: int, augment: AugmentConfig = NO_AUGMENT, ema_decay: float = 0.0):
         if model.variational != cfg.variational:
             raise ValueError("the model and the config disagree on --variational")
         train_x = dataset.split("train")["x"]
@@ -61,17 +64,18 @@ class AutoencoderTask:
         self.loss_fn = reconstruction_loss(cfg.loss)
         self.tx, self.schedule = make_optimizer(optimizer, steps)
         self.denoising = cfg.noise != "none"
+        self.augment, self.ema_decay = augment, ema_decay
 
     # ---- pure functions (jitted by the loop)
     def init_state(self, rng: jax.Array) -> TrainState:
         params_rng, run_rng = jax.random.split(rng)
         x = jnp.zeros((1, *self.dataset.input_shape), jnp.float32)
         params = self.model.init({"params": params_rng}, x)["params"]
-        return TrainState.create(params, self.tx, run_rng)
+        return init_ema(TrainState.create(params, self.tx, run_rng), self.ema_decay)
 
     def train_step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
         rng = step_rng(state)
-        x = batch["x"]
+        x = augment_batch(self.augment, state, batch)["x"]  # the input and the target alike
         seen = corrupt(jax.random.fold_in(rng, 0), x, self.cfg.noise, self.cfg.noise_level)
 
         def loss_fn(params):
@@ -87,7 +91,8 @@ class AutoencoderTask:
 
         params, opt_state, loss, extra, norms = gradient_step(loss_fn, state.params, state.opt_state, self.tx)
         metrics = {"loss": loss, **extra, "learning_rate": self.schedule(state.step), **norms}
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return update_ema(new_state, self.ema_decay), metrics
 
     def encode(self, state: TrainState, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
         """The code's mean (and log-variance for a VAE) of inputs `x`."""

@@ -22,7 +22,7 @@ from research.errors import ConfigError
 from research.models.rnn import CharLM
 from research.objectives.classification import softmax_cross_entropy
 from research.optim import OptimizerConfig, gradient_step, make_optimizer
-from research.state import TrainState, step_rng
+from research.state import TrainState, init_ema, step_rng, update_ema
 
 
 @struct.dataclass
@@ -35,7 +35,7 @@ class CharLMTask:
     length of BPTT), `steps` steps."""
 
     def __init__(self, model: CharLM, corpus: Dataset, optimizer: OptimizerConfig, *, batch_size: int, unroll: int,
-                 steps: int):
+                 steps: int, ema_decay: float = 0.0):
         self.vocab = CharVocab(corpus.info["vocab"])
         if model.vocab_size != len(self.vocab):
             raise ConfigError(f"model vocabulary {model.vocab_size} != corpus vocabulary {len(self.vocab)}")
@@ -43,14 +43,16 @@ class CharLMTask:
             raise ConfigError(f"--unroll must be positive, got {unroll}")
         self.model, self.corpus, self.batch_size, self.unroll = model, corpus, batch_size, unroll
         self.tx, self.schedule = make_optimizer(optimizer, steps)
+        self.ema_decay = ema_decay  # > 0: the state keeps a moving average of the parameters (research/state.py)
 
     # ---- pure functions (jitted by the loop)
     def init_state(self, rng: jax.Array) -> CharLMState:
         params_rng, dropout_rng, run_rng = jax.random.split(rng, 3)
         tokens = jnp.zeros((1, 1), jnp.int32)
         params = self.model.init({"params": params_rng, "dropout": dropout_rng}, tokens)["params"]
-        return CharLMState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
-                           model_state={}, rng=run_rng, carry=self.model.zero_carry(self.batch_size))
+        state = CharLMState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
+                            model_state={}, rng=run_rng, carry=self.model.zero_carry(self.batch_size))
+        return init_ema(state, self.ema_decay)
 
     def train_step(self, state: CharLMState, batch: dict[str, jax.Array]) -> tuple[CharLMState, dict]:
         keep = ~batch["reset"][:, None]
@@ -64,8 +66,9 @@ class CharLMTask:
         params, opt_state, loss, new_carry, norms = gradient_step(loss_fn, state.params, state.opt_state, self.tx)
         metrics = {"loss": loss, "bits_per_char": loss / math.log(2.0), "learning_rate": self.schedule(state.step),
                    **norms}
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                             carry=jax.lax.stop_gradient(new_carry)), metrics
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                  carry=jax.lax.stop_gradient(new_carry))
+        return update_ema(new_state, self.ema_decay), metrics
 
     def nll(self, params: Any, xs: jax.Array, ys: jax.Array) -> jax.Array:
         """Summed NLL (nats) of ys given xs, both (chunks, B, U), carrying the state from chunk to chunk."""

@@ -12,6 +12,12 @@ Unrolled GAN (Metz et al. 2017, `unroll_steps=K`): the generator's loss is evalu
 parameters after K further critic updates made with the critic's own optimizer on the same real batch and the
 generator's current fakes. Gradients flow through those K updates (second-order terms included); the unrolled
 critic is then discarded, the real critic keeps the parameters from its `n_critic` updates.
+
+`--augment` augments the real images of every pipeline batch (before the [-1, 1] scaling), never the fakes: the
+generator then learns the augmented distribution (noisy, rotated or shifted images alike; what Karras et al.
+2020 call leaking), so use only augmentations whose outputs are themselves plausible data, e.g. flips of clothes.
+`--ema_decay` keeps a moving average of the generator's parameters and batch statistics (`ema`), updated after
+every generator update; the evaluator samples from it too (`ema_*` metrics, `ema_samples` pictures).
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ import optax
 from flax import struct
 
 from research.data import ArrayPipeline, Dataset, Pipeline, StreamPipeline
+from research.data.augment import NO_AUGMENT, AugmentConfig, augment_batch
 from research.errors import ConfigError
 from research.objectives.gan import gan_loss, gan_penalty
 from research.optim import OptimizerConfig, gradient_step, make_optimizer
-from research.state import step_rng
+from research.state import init_ema, step_rng, update_ema
 
 
 @struct.dataclass
@@ -111,7 +118,8 @@ class GANTask:
     update and per generator update; `steps` generator updates (the loop's steps)."""
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, dataset: Dataset, g_optimizer: OptimizerConfig,
-                 d_optimizer: OptimizerConfig, cfg: GANConfig, *, batch_size: int, steps: int):
+                 d_optimizer: OptimizerConfig, cfg: GANConfig, *, batch_size: int, steps: int,
+                 augment: AugmentConfig = NO_AUGMENT, ema_decay: float = 0.0):
         self.g, self.d, self.dataset, self.cfg, self.batch_size = generator, discriminator, dataset, cfg, batch_size
         self.loss_fn = gan_loss(cfg.loss)
         self.penalty = gan_penalty(cfg.penalty, cfg.penalty_strength)
@@ -134,6 +142,7 @@ class GANTask:
             self.train_arrays = {"x": train["x"], **({"y": train["y"]} if cfg.conditional else {})}
         self.g_tx, self.g_schedule = make_optimizer(g_optimizer, steps)
         self.d_tx, self.d_schedule = make_optimizer(d_optimizer, steps * cfg.n_critic)
+        self.augment, self.ema_decay = augment, ema_decay
 
     # ---- model application
     def _d_apply(self, params, model_state, x, labels):
@@ -153,9 +162,10 @@ class GANTask:
         g_vars = dict(self.g.init(param_key(g_rng), jnp.zeros((1, self.cfg.z_dim)), labels, train=False))
         d_vars = dict(self.d.init(param_key(d_rng), jnp.zeros((1, *self.data_shape)), labels, train=False))
         g_params, d_params = g_vars.pop("params"), d_vars.pop("params")
-        return GANState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
-                        g_opt_state=self.g_tx.init(g_params), d_opt_state=self.d_tx.init(d_params),
-                        g_state=g_vars, d_state=d_vars, rng=run_rng)
+        state = GANState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
+                         g_opt_state=self.g_tx.init(g_params), d_opt_state=self.d_tx.init(d_params),
+                         g_state=g_vars, d_state=d_vars, rng=run_rng)
+        return init_ema(state, self.ema_decay, ("g_params", "g_state"))
 
     def critic_update(self, d_params, d_opt_state, d_state, real, real_labels, fake, fake_labels, rng):
         """One critic update (loss + penalty, optimizer, then the penalty's projection); differentiable in `fake`,
@@ -204,6 +214,7 @@ class GANTask:
 
     def train_step(self, state: GANState, batch: dict[str, jax.Array]) -> tuple[GANState, dict[str, jax.Array]]:
         n = self.cfg.n_critic
+        batch = augment_batch(self.augment, state, batch)
         reals = critic_batches(self._real(batch), n)
         real_labels = critic_batches(batch["y"], n) if self.num_classes else None
         rng = step_rng(state)
@@ -235,7 +246,7 @@ class GANTask:
                         "d_learning_rate": self.d_schedule(state.step * n)})
         new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params, g_opt_state=g_opt_state,
                                   d_opt_state=d_opt_state, g_state=g_state, d_state=d_state)
-        return new_state, metrics
+        return update_ema(new_state, self.ema_decay), metrics
 
     def generate(self, state: GANState, z: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         """Samples in the data's range: [0, 1] for images, raw coordinates for 2-D data (inference mode)."""

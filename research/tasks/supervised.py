@@ -1,7 +1,9 @@
 """Supervised learning (classification or regression) of any Flax model `model(x, train=...)`.
 
 The MLP family runs on this, and so do the sequence models (last-state or per-step heads). Train-step metrics:
-loss, accuracy (classification), the learning rate and the L2 norms of gradients, parameters and updates.
+loss, accuracy (classification), the learning rate and the L2 norms of gradients, parameters and updates. With
+`--augment`, training images are augmented on device first (`research/data/augment.py`); with `--ema_decay`, the
+state keeps a moving average of the parameters and the model state (`research/state.py`).
 Evaluation is `research/evaluators/supervised.py`.
 """
 
@@ -16,11 +18,12 @@ import jax.numpy as jnp
 
 from research import precision
 from research.data import Dataset, Pipeline, train_pipeline
+from research.data.augment import NO_AUGMENT, AugmentConfig, augment_batch
 from research.errors import ConfigError
 from research.objectives.classification import softmax_cross_entropy
 from research.objectives.regression import mean_squared_error
 from research.optim import OptimizerConfig, gradient_step, make_optimizer
-from research.state import TrainState, step_rng
+from research.state import TrainState, init_ema, step_rng, update_ema
 
 KINDS = ("classify", "regress")
 
@@ -38,7 +41,7 @@ class SupervisedConfig:
 
 class SupervisedTask:
     def __init__(self, model: nn.Module, dataset: Dataset, optimizer: OptimizerConfig, cfg: SupervisedConfig, *,
-                 batch_size: int, steps: int):
+                 batch_size: int, steps: int, augment: AugmentConfig = NO_AUGMENT, ema_decay: float = 0.0):
         train_y = dataset.split("train")["y"]
         if cfg.kind == "classify" and (dataset.num_classes is None or train_y.dtype.kind not in "iu"):
             raise ConfigError(f"dataset {dataset.name!r} has no class labels; use --task=regress")
@@ -47,6 +50,7 @@ class SupervisedTask:
         self.model, self.dataset, self.cfg, self.batch_size = model, dataset, cfg, batch_size
         self.tx, self.schedule = make_optimizer(optimizer, steps)
         self.compute_dtype = precision.compute_dtype(cfg.compute_dtype)
+        self.augment, self.ema_decay = augment, ema_decay  # training images' augmentation; parameter EMA (0: off)
 
     # ---- pure functions (jitted by the loop)
     def init_state(self, rng: jax.Array) -> TrainState:
@@ -54,7 +58,7 @@ class SupervisedTask:
         x = jnp.zeros((1, *self.dataset.input_shape), jnp.float32)
         variables = self.model.init({"params": params_rng, "dropout": dropout_rng}, x, train=False)
         params = variables.pop("params")
-        return TrainState.create(params, self.tx, run_rng, model_state=dict(variables))
+        return init_ema(TrainState.create(params, self.tx, run_rng, model_state=dict(variables)), self.ema_decay)
 
     def _loss(self, outputs: jax.Array, y: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         if self.cfg.kind == "classify":
@@ -63,6 +67,7 @@ class SupervisedTask:
         return mean_squared_error(outputs[..., 0], y), {}
 
     def train_step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
+        batch = augment_batch(self.augment, state, batch)
         mutable = list(state.model_state)
 
         def loss_fn(params):
@@ -79,7 +84,7 @@ class SupervisedTask:
         metrics = {"loss": loss, **extra, "learning_rate": self.schedule(state.step), **norms}
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   model_state=dict(new_model_state) if mutable else state.model_state)
-        return new_state, metrics
+        return update_ema(new_state, self.ema_decay), metrics
 
     def predict(self, state: TrainState, x: jax.Array) -> jax.Array:
         """The model's outputs (logits, or predictions of standardised targets) in inference mode, float32."""
