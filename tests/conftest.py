@@ -4,6 +4,8 @@ XLA_FLAGS must be set before JAX initialises its backend, so it is set here, at 
 per-session temporary directory so tests never depend on (or pollute) the user's cache.
 """
 
+import contextlib
+import fcntl
 import os
 import re
 import sys
@@ -31,6 +33,23 @@ def run_launch(tmp_path):
         return proc
 
     return run
+
+
+@contextlib.contextmanager
+def shared(tmp_path_factory, name: str):
+    """A directory that every pytest-xdist worker of this session shares, held exclusively while in the block:
+    what one worker trains there (finished runs, exports) the others find done."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's directory, above each worker's own
+    path = root / name
+    path.mkdir(exist_ok=True)
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def launch(module: str, *args: str, timeout: float = 600, cwd: str = REPO, env: dict | None = None):

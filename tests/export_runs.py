@@ -1,9 +1,10 @@
 """Tiny trained runs and their exports, made once per test session for tests/test_export.py and test_serve.py.
 
 Runs go through the real launch modules (subprocesses, 8 fake devices from conftest), two at a time, and are
-cached for the session: a test asks `runs.workdirs("mlp", "gan")` and gets trained workdirs, then
-`runs.export("mlp")` an export of one. Every run is a few dozen steps: these tests check the plumbing (the
-exported function computes what the in-process model computes), not the quality of the models.
+cached for the session in a directory every xdist worker shares (conftest.shared): a test asks
+`runs.workdirs("mlp", "gan")` and gets trained workdirs, then `runs.export("mlp")` an export of one. Every run is
+a few dozen steps: these tests check the plumbing (the exported function computes what the in-process model
+computes), not the quality of the models.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import os
 import pathlib
 import subprocess
 import sys
-import threading
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, shared
 
 COMMON = ["--progress=log", "--eval_every=0"]
 RUNS = {  # name -> (launch module, flags)
@@ -48,18 +48,22 @@ def launch(module: str, *args: str, timeout: float = 600) -> subprocess.Complete
 
 
 class Runs:
-    """Lazily trained runs and exports under one session directory."""
+    """Lazily trained runs and exports under one directory that the session's test workers share."""
 
-    def __init__(self, root: pathlib.Path):
-        self.root = root
-        self._lock = threading.Lock()
+    def __init__(self, tmp_path_factory):
+        self._factory = tmp_path_factory
+        with shared(tmp_path_factory, "export-runs") as root:
+            self.root = root
+
+    def _lock(self):
+        return shared(self._factory, "export-runs")
 
     def workdir(self, name: str) -> pathlib.Path:
         return self.root / "runs" / name
 
     def workdirs(self, *names: str) -> list[pathlib.Path]:
         """Train the runs of `names` that are not trained yet (two subprocesses at a time)."""
-        with self._lock:
+        with self._lock():
             todo = [n for n in names if not (self.workdir(n) / "final.json").exists()]
             for i in range(0, len(todo), 2):
                 procs = []
@@ -80,7 +84,7 @@ class Runs:
         (workdir,) = self.workdirs(name)
         out = self.root / "exports" / "_".join([name, *(a.lstrip("-").replace("=", "-").replace(",", "-")
                                                         for a in args)])
-        with self._lock:
+        with self._lock():
             if not (out / "manifest.json").exists():
                 proc = launch("export", f"--workdir={workdir}", f"--out={out}", *args)
                 if proc.returncode:
@@ -90,8 +94,5 @@ class Runs:
 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> Runs:
-    """The session's runs; one directory for every module that imports this fixture (each gets its own
-    fixture instance, and the second finds the first one's runs trained)."""
-    root = tmp_path_factory.getbasetemp() / "export-runs"
-    root.mkdir(exist_ok=True)
-    return Runs(root)
+    """The session's runs, shared by every test module that imports this fixture and by every xdist worker."""
+    return Runs(tmp_path_factory)

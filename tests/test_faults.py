@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, launch, refusal, tree_digest
+from tests.conftest import REPO, launch, refusal, shared, tree_digest
 
 MLP = ["--flagfile=experiments/mlp/quickstart.flags", "--steps=20", "--checkpoint_every=10", "--log_every=10",
        "--progress=log"]
@@ -30,11 +30,12 @@ FINISHED = {"mlp": MLP, "gan": RING, "rnn": ADDING}
 
 @pytest.fixture(scope="session")
 def finished(tmp_path_factory):
-    """One finished run per family that a case can point at (trained once per test worker)."""
-    root = tmp_path_factory.mktemp("finished")
-    for module, args in FINISHED.items():
-        proc = launch(module, *args, f"--workdir={root / module}")
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    """One finished run per family that a case can point at (trained once per session, shared by the workers)."""
+    with shared(tmp_path_factory, "finished") as root:
+        for module, args in FINISHED.items():
+            if not (root / module / "final.json").exists():
+                proc = launch(module, *args, f"--workdir={root / module}")
+                assert proc.returncode == 0, proc.stderr[-3000:]
     return root
 
 
