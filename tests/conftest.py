@@ -1,21 +1,33 @@
 """Test setup: every test (and every subprocess it starts) sees 8 fake CPU devices.
 
 XLA_FLAGS must be set before JAX initialises its backend, so it is set here, at import time. Caches go to a
-per-session temporary directory so tests never depend on (or pollute) the user's cache.
+per-session temporary directory (removed at the end) so tests never depend on (or pollute) the user's cache;
+the session's processes share it, XLA's persistent compilation cache included, so a program that several tests
+or launch subprocesses compile is compiled once.
 """
 
+import atexit
 import contextlib
 import fcntl
 import os
 import re
+import shutil
 import sys
 import tempfile
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("RESEARCH_CACHE_DIR", tempfile.mkdtemp(prefix="research-test-cache-"))
+if "RESEARCH_CACHE_DIR" not in os.environ:  # the session's first process (xdist workers inherit it)
+    os.environ["RESEARCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="research-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["RESEARCH_CACHE_DIR"], ignore_errors=True)
 
 import pytest  # noqa: E402
+
+from research.parallel import enable_compilation_cache  # noqa: E402
+from research.paths import cache_dir  # noqa: E402
+
+enable_compilation_cache(str(cache_dir("xla")))  # as every launch module does (launch/common.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
