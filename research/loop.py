@@ -187,8 +187,9 @@ class _Batches:
     def __init__(self, pipelines: list[Pipeline], cfg: LoopConfig, mesh: Mesh):
         self.pipelines, self.cfg, self.mesh = pipelines, cfg, mesh
         first = pipelines[0]
-        self.on_device = cfg.data_on_device and all(
-            isinstance(p, ArrayPipeline) and p.arrays is first.arrays for p in pipelines)
+        self.on_device = cfg.data_on_device and all(  # every replica reads the same arrays (not only one dict)
+            isinstance(p, ArrayPipeline) and p.arrays.keys() == first.arrays.keys()
+            and all(p.arrays[k] is first.arrays[k] for k in first.arrays) for p in pipelines)
         self.data = parallel.to_replicated(first.arrays, mesh) if self.on_device else None
 
     def _stack(self, items: list, k: int | None) -> Any:
