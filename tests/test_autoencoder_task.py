@@ -117,3 +117,26 @@ def test_pixels_outside_unit_interval_are_refused(digits):
                                                   "test": digits.split("test")})
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
         _task(shifted)
+
+
+def test_one_step_is_sgd_on_the_documented_loss(digits):
+    """A plain autoencoder's step with SGD: params - lr * grad of the mean per-image Bernoulli cross-entropy of
+    the input's reconstruction, computed here from the model and the objective directly."""
+    from research.objectives.reconstruction import bernoulli_cross_entropy
+
+    model = make_autoencoder("dense", digits.input_shape, 3, hidden=[8])
+    task = AutoencoderTask(model, digits, OptimizerConfig("sgd", 0.5), AutoencoderConfig(), batch_size=32, steps=1)
+    state = jax.jit(task.init_state)(jax.random.PRNGKey(0))
+    x = _batch(digits)["x"]
+    new, metrics = jax.jit(task.train_step)(state, {"x": x})
+
+    def loss(params):
+        logits, _, _ = model.apply({"params": params}, x)
+        return jax.numpy.mean(bernoulli_cross_entropy(logits, x))
+
+    value, grads = jax.value_and_grad(loss)(state.params)
+    np.testing.assert_allclose(float(metrics["loss"]), float(value), rtol=1e-6)
+    for got, p, g in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params), jax.tree.leaves(grads),
+                         strict=True):
+        np.testing.assert_allclose(got, p - 0.5 * g, rtol=1e-5, atol=1e-7)
+    assert int(new.step) == 1

@@ -14,6 +14,7 @@ from research.errors import ConfigError
 from research.evaluators import EvalContext
 from research.evaluators.gan import GANEvaluator, GANSampler
 from research.metrics import feature_classifier as fc
+from research.metrics.frechet import feature_frechet_distance
 from research.metrics.modes import mode_report
 from research.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from research.models.gan_mlp import MLPDiscriminator, MLPGenerator
@@ -211,6 +212,10 @@ def test_evaluate_images_with_a_tiny_classifier():
     assert samples.shape == (48, 28, 28, 1) and samples.min() >= 0.0 and samples.max() <= 1.0
     want = tiny.report(samples, tiny.predict(digits.split("test")["x"])[0])  # against the real test images
     assert out.metrics == {**want, "finite_samples": 1.0}
+    # the Fréchet distance, from the features themselves: generated and real features differ, so it is positive
+    fake_features, real_features = tiny.predict(samples)[0], tiny.predict(digits.split("test")["x"])[0]
+    assert out.metrics["frechet_lenet"] == pytest.approx(feature_frechet_distance(fake_features, real_features))
+    assert out.metrics["frechet_lenet"] > 1e-3
     assert out.images["samples"].shape == (4 * 29 + 1, 5 * 29 + 1, 1)  # the first 20 samples, 5 per row
     np.testing.assert_array_equal(out.images["samples"][1:29, 1:29, 0], samples[0, ..., 0])
 
