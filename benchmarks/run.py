@@ -14,7 +14,7 @@ import time
 import jax
 
 BENCHMARKS = ["dcgan_torch", "dcgan_layers", "lstm_torch", "lstm_parts", "steps_per_call", "seeds", "mlp_flops",
-              "startup", "serve", "model_parallel"]
+              "startup", "serve", "model_parallel", "uint8_data", "quantized"]
 
 
 def main() -> None:

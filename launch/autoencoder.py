@@ -45,7 +45,8 @@ def config_from_flags():
                      model=model, objective=AutoencoderConfig(
                          loss=FLAGS.loss, noise=FLAGS.noise, noise_level=FLAGS.noise_level,
                          variational=FLAGS.variational, kl_weight=FLAGS.kl_weight),
-                     eval_batch_size=FLAGS.eval_batch_size, interpolation_steps=FLAGS.interpolation_steps)
+                     eval_batch_size=FLAGS.eval_batch_size, interpolation_steps=FLAGS.interpolation_steps,
+                     quant=common.quant_config())
 
 
 def _summary(final, run):

@@ -45,6 +45,22 @@ flags.DEFINE_string("augment", None, "On-device augmentation of training images,
                     "crop:N,flip[:P],translate:PX,rotate:DEG,noise:STD (e.g. crop:4,flip); image datasets only.")
 flags.DEFINE_float("ema_decay", None, "Keep an exponential moving average of the parameters with this decay, in "
                    "[0, 1) (unset or 0: off); evaluations also report the averaged model's metrics as ema_*.")
+# ---- compression (research/compress; docs/compression.md); unset: off, and absent from flags.txt
+flags.DEFINE_float("prune_sparsity", None, "Gradual magnitude pruning (Zhu & Gupta 2017) to this final fraction of "
+                   "zero weights in [0, 1) (unset or 0: off); every family, every network it trains.")
+flags.DEFINE_integer("prune_start", None, "Pruning: first pruning step (default: a quarter of --steps).")
+flags.DEFINE_integer("prune_end", None, "Pruning: step at which the final sparsity is reached (default: three "
+                     "quarters of --steps); the masks are kept from there on.")
+flags.DEFINE_integer("prune_every", None, "Pruning: recompute the masks every N steps between start and end "
+                     "(default 10).")
+flags.DEFINE_enum("prune_scope", None, ["global", "layer"], "Pruning: one magnitude threshold over all pruned "
+                  "arrays (global, the default) or the same sparsity in each (layer).")
+flags.DEFINE_string("prune_params", None, "Pruning: regex over parameter paths (e.g. Dense_0/kernel) choosing what "
+                    "to prune (default: kernels, i.e. not biases, normalisation scales or embeddings).")
+flags.DEFINE_enum("qat", None, ["int8"], "Quantisation-aware training with qwix: int8 weights and activations, "
+                  "fake-quantised in the forward pass (unset: off).")
+flags.DEFINE_list("ptq_eval", None, "Also evaluate the model post-training quantised with these methods "
+                  "(int8_weights, int8_dynamic): <method>_accuracy, ..., <method>_bytes (supervised runs).")
 # ---- speed
 flags.DEFINE_integer("steps_per_call", 1, "Training steps per compiled call (lax.scan); boundaries stay exact.")
 flags.DEFINE_integer("num_seeds", 1, "Train seeds seed..seed+N-1 together in one program (jax.vmap).")
@@ -120,6 +136,7 @@ def define_optimizer_flags(prefix: str = "", defaults: dict | None = None, who: 
 def optimizer_config(prefix: str = ""):
     from research.optim import OptimizerConfig
 
+    prune = prune_config()
     v = lambda name: getattr(FLAGS, prefix + name)
     try:
         return OptimizerConfig(
@@ -127,9 +144,32 @@ def optimizer_config(prefix: str = ""):
             beta1=v("beta1"), beta2=v("beta2"), eps=v("eps"), rms_decay=v("rms_decay"), schedule=v("schedule"),
             warmup_steps=v("warmup_steps"), decay_steps=v("decay_steps"), final_lr_factor=v("final_lr_factor"),
             step_every=v("step_every"), step_factor=v("step_factor"), clip_global_norm=v("clip_global_norm"),
-            clip_value=v("clip_value"), weight_decay=v("weight_decay"), l1=v("l1"), l2=v("l2"))
+            clip_value=v("clip_value"), weight_decay=v("weight_decay"), l1=v("l1"), l2=v("l2"), prune=prune)
     except ConfigError as e:
         raise ConfigError(f"{prefix}optimizer flags: {e}") from None
+
+
+PRUNE_FLAGS = ("prune_start", "prune_end", "prune_every", "prune_scope", "prune_params")
+
+
+def prune_config():
+    """The pruning flags as a PruneConfig (off unless --prune_sparsity > 0; its other flags need it)."""
+    from research.compress.config import PruneConfig
+
+    if not FLAGS.prune_sparsity:  # unset or 0: off
+        refuse_given(PRUNE_FLAGS, "applies only with --prune_sparsity > 0")
+        return PruneConfig()
+    d = PruneConfig()
+    return PruneConfig(sparsity=FLAGS.prune_sparsity, start=FLAGS.prune_start, end=FLAGS.prune_end,
+                       every=d.every if FLAGS.prune_every is None else FLAGS.prune_every,
+                       scope=FLAGS.prune_scope or d.scope, params=FLAGS.prune_params or d.params)
+
+
+def quant_config():
+    """--qat and --ptq_eval as a QuantConfig (research/compress/quantize.py)."""
+    from research.compress.config import QuantConfig
+
+    return QuantConfig(qat=FLAGS.qat or "", evaluate=tuple(m.strip() for m in FLAGS.ptq_eval or [] if m.strip()))
 
 
 def loop_config():

@@ -4,6 +4,7 @@ penalty or weight clipping; n_critic critic updates per generator update; unroll
     python -m launch.gan --flagfile=experiments/gan/quickstart.flags --workdir=/tmp/runs/gan
     python -m launch.gan --mode=sample --workdir=/tmp/runs/gan --num_samples=100      # from the latest checkpoint
     python -m launch.gan --mode=evaluator                 # train/load the LeNet evaluator, print its reference numbers
+    python -m launch.gan --mode=evaluator --dataset=fashion_mnist      # the evaluator of Fashion-MNIST samples
 """
 
 from absl import flags
@@ -16,7 +17,8 @@ common.define_optimizer_flags("g_", {"optimizer": "adam", "learning_rate": 2e-4,
 common.define_optimizer_flags("d_", {"optimizer": "adam", "learning_rate": 2e-4, "beta1": 0.5}, who="discriminator")
 flags.DEFINE_enum("mode", "train", ["train", "sample", "evaluator"],
                   "train; sample: write --num_samples samples and a picture from the latest checkpoint of "
-                  "--workdir; evaluator: train or load the cached LeNet evaluator and print its reference numbers.")
+                  "--workdir; evaluator: train or load the cached LeNet evaluator of --dataset and print its "
+                  "reference numbers.")
 flags.DEFINE_enum("architecture", "dcgan", ["dcgan", "mlp"], "DCGAN conv nets (images) or MLPs (2-D data).")
 flags.DEFINE_integer("z_dim", 100, "Dimension of the generator's Gaussian noise z.")
 flags.DEFINE_enum("gan_loss", "nonsaturating", ["minimax", "nonsaturating", "wasserstein", "hinge", "least_squares"],
@@ -45,8 +47,9 @@ flags.DEFINE_string("mlp_activation", "tanh", "MLP hidden activation (relu, tanh
 flags.DEFINE_enum("mlp_init", "default", ["default", "orthogonal"], "MLP weight initialisation.")
 flags.DEFINE_float("init_gain", 1.0, "Scale of the orthogonal initialisation.")
 # ---- evaluation and sampling
-flags.DEFINE_enum("evaluator", "auto", ["auto", "lenet", "none"], "Image metrics from the LeNet evaluator "
-                  "(auto: for mnist_5k and tfds:mnist).")
+flags.DEFINE_enum("evaluator", "auto", ["auto", "lenet", "none"], "Image metrics from a LeNet evaluator trained on "
+                  "the run's dataset (auto: for mnist_5k, tfds:mnist, mnist and fashion_mnist; lenet: also other "
+                  "1-channel images, scored by the mnist_5k one).")
 flags.DEFINE_integer("num_eval_samples", 0, "Samples per evaluation (0: 2,500 for 2-D data, the test split's size "
                      "for images).")
 flags.DEFINE_integer("eval_batch_size", 512, "Samples generated per batch at evaluation/sampling.")
@@ -85,7 +88,7 @@ def config_from_flags(strict: bool = True):
                       weight_clip=FLAGS.weight_clip, n_critic=FLAGS.n_critic, unroll_steps=FLAGS.unroll_steps,
                       conditional=FLAGS.conditional),
         image_size=FLAGS.image_size, evaluator=FLAGS.evaluator, num_eval_samples=FLAGS.num_eval_samples,
-        eval_batch_size=FLAGS.eval_batch_size, grid_size=FLAGS.grid_size)
+        eval_batch_size=FLAGS.eval_batch_size, grid_size=FLAGS.grid_size, quant=common.quant_config())
 
 
 def sample() -> None:
@@ -137,21 +140,30 @@ def sample() -> None:
 
 
 def evaluator() -> None:
-    """Train (once) or load the LeNet feature classifier; print its test accuracy and the metrics of real images."""
-    import json
-
+    """Train (once) or load the LeNet feature classifier of --dataset; print its test accuracy and the metrics of
+    real training images against real test images (the floor a perfect generator would reach)."""
     import numpy as np
 
     from research import data
-    from research.metrics.feature_classifier import load_or_train
+    from research.errors import ConfigError
+    from research.metrics.feature_classifier import CLASSIFIERS, classifier_for, load_or_train
 
-    classifier = load_or_train()
-    ds = data.load(classifier.cfg.dataset)
+    cfg = classifier_for(FLAGS.dataset)
+    if cfg is None:
+        raise ConfigError(f"no LeNet evaluator is trained on {FLAGS.dataset!r}; datasets with one: "
+                          f"{', '.join(CLASSIFIERS)}")
+    classifier = load_or_train(cfg, data_dir=FLAGS.data_dir)
+    ds = data.load(cfg.dataset, data_dir=FLAGS.data_dir)
     test = ds.split("test")["x"]
-    train = ds.split("train")["x"][np.random.default_rng(0).permutation(len(ds.split("train")["x"]))[:len(test)]]
-    real_features = classifier.predict(test)[0]
-    print(json.dumps({"evaluator": classifier.info, "real_train_vs_test": classifier.report(train, real_features)},
-                     indent=2))
+    train_codes = ds.stored("train")["x"]
+    pick = np.random.default_rng(0).permutation(len(train_codes))[:len(test)]
+    train = data.decode({"x": train_codes[pick]}, ds.scales)["x"]
+    info = classifier.info
+    print(f"test_accuracy {info['test_accuracy']:.4f} ({cfg.dataset} test split, {len(test):,} images), trained in "
+          f"{info['train_seconds']} s ({info['train_steps']:,} steps; lenet-...-{cfg.key()} in the evaluator cache)")
+    metrics = classifier.report(train, classifier.predict(test)[0])
+    print(f"real train images vs real test images ({len(test):,} each): frechet_lenet {metrics['frechet_lenet']:.2f}, "
+          f"classifier_score {metrics['classifier_score']:.2f}, class_kl {metrics['class_kl']:.3f}")
 
 
 def main() -> None:

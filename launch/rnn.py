@@ -80,7 +80,7 @@ def config_from_flags(strict: bool = True):
                       loop=common.loop_config(), optimizer=common.optimizer_config(), task=task, model=model,
                       length=FLAGS.length, eval_batch_size=FLAGS.eval_batch_size, unroll=FLAGS.unroll,
                       max_eval_chars=FLAGS.max_eval_chars, sample_chars=FLAGS.sample_chars, prompt=_prompt(),
-                      temperature=FLAGS.temperature)
+                      temperature=FLAGS.temperature, quant=common.quant_config())
 
 
 def sample() -> None:

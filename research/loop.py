@@ -17,7 +17,10 @@ Speed (small models are dispatch-bound, so these matter more than FLOPs):
   order (vmap batches the matmuls: bitwise for some runs, last-bit drift amplified by Adam in others). `red_blue`
   trains two replicas from one init on the two halves of the training set and averages their parameters
   every `fuse_every` steps (model averaging; see research/replicas.py).
-- In-memory datasets are copied to the devices once and batches are gathered there from indices.
+- In-memory datasets are copied to the devices once and batches are gathered there from indices. Arrays a
+  dataset stores as uint8 codes (`Dataset.scales`: full-size images) stay codes on the devices, a quarter of
+  float32's bytes; the compiled step decodes the gathered batch (`Pipeline.decode`) to exactly the float32
+  values the host would compute.
 """
 
 from __future__ import annotations
@@ -191,6 +194,7 @@ class _Batches:
             isinstance(p, ArrayPipeline) and p.arrays.keys() == first.arrays.keys()
             and all(p.arrays[k] is first.arrays[k] for k in first.arrays) for p in pipelines)
         self.data = parallel.to_replicated(first.arrays, mesh) if self.on_device else None
+        self.decode = first.decode  # uint8 codes -> float32 values, inside the compiled step
 
     def _stack(self, items: list, k: int | None) -> Any:
         """items[step][replica] -> arrays with leading [k] (if k) and [replicas] (if vmapped) axes."""
@@ -208,15 +212,18 @@ class _Batches:
 
 
 def _compiled_call(task: Task, cfg: LoopConfig, mesh: Mesh, on_device: bool, state_sharding: Any, scanned: bool,
-                   use_sharding: Any = None):
+                   use_sharding: Any = None, decode: Callable[[Batch], Batch] | None = None):
     """jit of (state, data, xs) -> (state, metrics): one step, or a `lax.scan` over the leading axis of xs.
-    `use_sharding`: the layout each step uses the state in (`sharding.use_shardings`; None: as it is stored)."""
+    `use_sharding`: the layout each step uses the state in (`sharding.use_shardings`; None: as it is stored).
+    `decode`: turns the batch as fetched (uint8 codes) into the values the task trains on (None: as fetched)."""
     step = jax.vmap(task.train_step) if cfg.vmapped else task.train_step
     gathered = sharding.batch_sharding(mesh, cfg.mesh, int(cfg.vmapped))
 
     def one(state, data, x):
         if on_device:  # x holds row indices: gather the batch where the data already is
             x = jax.lax.with_sharding_constraint(jax.tree.map(lambda a: a[x], data), gathered)
+        if decode is not None:
+            x = decode(x)
         if use_sharding is not None:  # model parallelism: all-gather what the step uses whole
             state = jax.lax.with_sharding_constraint(state, use_sharding)
         return step(state, x)
@@ -285,7 +292,7 @@ def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopCon
     # ---- Compiled update and input.
     batches = _Batches(pipelines, cfg, mesh)
     scanned = cfg.steps_per_call > 1
-    call = _compiled_call(task, cfg, mesh, batches.on_device, state_sharding, scanned, use_sharding)
+    call = _compiled_call(task, cfg, mesh, batches.on_device, state_sharding, scanned, use_sharding, batches.decode)
     fuse = jax.jit(replicas.fuse, donate_argnums=0, out_shardings=state_sharding) if cfg.red_blue else None
 
     # ---- Writers and logging.

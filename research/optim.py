@@ -4,7 +4,8 @@ Chain order (gradients flow top to bottom):
   L1/L2 penalty gradients (coupled, as if added to the loss)
   -> per-element clipping (`clip_value`) -> global-norm clipping (`clip_global_norm`)
   -> the optimizer's preconditioning (momentum / Adam moments / RMS)
-  -> decoupled weight decay (`weight_decay`, Loshchilov & Hutter) -> scale by -learning_rate(step).
+  -> decoupled weight decay (`weight_decay`, Loshchilov & Hutter) -> scale by -learning_rate(step)
+  -> magnitude pruning (`prune`, research/compress/prune.py; only when on: it keeps pruned weights at exactly 0).
 Penalties and weight decay touch only parameters with ndim >= 2 (kernels, embeddings), not biases or
 normalisation scales.
 """
@@ -20,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from research.compress.config import PruneConfig
+from research.compress.prune import magnitude_pruning
 from research.errors import ConfigError
 from research.sharding import whole
 
@@ -48,6 +51,7 @@ class OptimizerConfig:
     weight_decay: float = 0.0      # decoupled; required by adamw
     l1: float = 0.0
     l2: float = 0.0
+    prune: PruneConfig = PruneConfig()  # gradual magnitude pruning (off unless prune.sparsity > 0)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -139,6 +143,8 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> tuple[optax.Gradie
     if cfg.weight_decay:
         parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=_matrices))
     parts.append(optax.scale_by_learning_rate(schedule))
+    if cfg.prune.enabled:  # last: it rewrites the final updates of pruned weights
+        parts.append(magnitude_pruning(cfg.prune, total_steps))
     return optax.chain(*parts), schedule
 
 

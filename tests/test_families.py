@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from research.compress.config import DistillConfig, PruneConfig, QuantConfig
 from research.data import DataConfig
 from research.errors import ConfigError
 from research.families import FAMILIES, family, load_run, to_dict
@@ -68,6 +69,14 @@ REFUSED = [  # (what builds the config, the one-line message it must refuse with
     (lambda: family("autoencoder").ModelConfig(latent=0), "--latent must be positive"),
     (lambda: family("rnn").ModelConfig(dropout=0.5), "needs --layers >= 2"),
     (lambda: family("gan").ModelConfig(architecture="vit"), "unknown --architecture 'vit'"),
+    (lambda: PruneConfig(sparsity=1.0), "--prune_sparsity must be in [0, 1)"),
+    (lambda: PruneConfig(sparsity=-0.1), "--prune_sparsity must be in [0, 1)"),
+    (lambda: PruneConfig(0.5, start=100, end=50), "--prune_end=50 is before --prune_start=100"),
+    (lambda: PruneConfig(0.5, scope="row"), "unknown --prune_scope 'row'"),
+    (lambda: DistillConfig(teacher="t", temperature=0.0), "--distill_temperature must be > 0"),
+    (lambda: DistillConfig(teacher="t", temperature=-2.0), "--distill_temperature must be > 0"),
+    (lambda: DistillConfig(teacher="t", weight=1.5), "--distill_weight must be in [0, 1]"),
+    (lambda: QuantConfig(evaluate=("int4",)), "--ptq_eval=int4"),
 ]
 
 

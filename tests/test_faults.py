@@ -102,6 +102,12 @@ CASES = [
      "--augment applies to image datasets", 2, None),
     ("rnn: augment on sequences", "rnn", ["--task=adding", "--augment=noise:0.1"],
      "--augment applies to image datasets", 2, None),
+    # ---- compression (docs/compression.md)
+    ("distill: no teacher workdir", "mlp", ["--distill_from={tmp}/no_teacher"], "no such directory", 2, None),
+    ("prune: schedule without sparsity", "mlp", ["--prune_end=10"], "applies only with --prune_sparsity > 0", 2,
+     None),
+    ("quantize: into the run itself", "quantize", ["--workdir={wd}", "--method=int8_weights", "--out={wd}"],
+     "is the run itself", 2, "mlp"),
     # ---- autoencoder
     ("ae: flag of the other arch", "autoencoder", ["--arch=conv", "--encoder=64"], "--encoder does not apply", 2,
      None),

@@ -1,7 +1,9 @@
 """Full-size Fashion-MNIST and MNIST from their four IDX files on local disk (nothing is downloaded).
 
-`fashion_mnist` and `mnist`: splits `train` (60,000) and `test` (10,000), the official ones; `x` float32
-(N, 28, 28, 1) in [0, 1] (pixel / 255, the same values as `tfds:` gives), `y` int32 in 0..9.
+`fashion_mnist` and `mnist`: splits `train` (60,000) and `test` (10,000), the official ones; `x` (N, 28, 28, 1)
+stored as the files' uint8 pixels with scale 255 (`Dataset.scales`: `split()` gives float32 pixel / 255 in [0, 1],
+the same values as `tfds:` gives; training takes the codes to the devices and decodes batches there), `y` int32
+in 0..9.
 
 Where the files are looked for, first place that has them wins (a place holding only some of the four is an
 error, not skipped):
@@ -42,15 +44,15 @@ and prepares (with TensorFlow) before it reads; torchvision (torch is only our `
 files unchecked and otherwise downloads, comparing MD5s of `.gz` bytes that Debian's files fail; Keras
 downloads. None reads a Debian-installed copy offline with checksums, so none earns a dependency.
 
-Speed and memory. A file is read (and gunzipped) into one `bytes`, parsed as a `uint8` view of it, hashed,
-and divided by 255 straight into the float32 array (`np.divide(..., out=...)`): no intermediate copy. Loading
-both splits raises peak RSS by 233 MiB for 210 MiB of arrays (the 60,000 training images are 180 MiB).
-Measured in fresh processes with `python -c "import time; from research.data import idx; t =
-time.perf_counter(); idx.fashion_mnist(); print(time.perf_counter() - t)"` on the 2-core machine while other
+Speed and memory. A file is read (and gunzipped) into one `bytes`, parsed as a `uint8` view of it and hashed;
+the images are that view, no copy: 45 MiB for the 60,000 training images, 7.5 MiB for the test ones (before they
+were kept as uint8 they were divided by 255 into float32 arrays, 4x the bytes: loading both splits raised peak RSS
+by 233 MiB for 210 MiB of arrays; benchmarks/uint8_data.py compares the two, docs/data.md has its numbers).
+Measured for that float32 version in fresh processes with `python -c "import time; from research.data import idx;
+t = time.perf_counter(); idx.fashion_mnist(); print(time.perf_counter() - t)"` on the 2-core machine while other
 jobs ran (load average 1.0-1.4): from Debian's `.gz` files, median 0.55 s for both splits (7 runs, 0.41-0.89
 s; the training images alone: read + gunzip 0.26 s, sha256 0.03 s, to float32 0.03 s); from plain files,
-median 0.25 s (0.11-0.45 s). Nothing is cached on disk: a cached float32 copy would be 4x the bytes to read
-and could only save the gunzip.
+median 0.25 s (0.11-0.45 s). Nothing is cached on disk: a cached copy could only save the gunzip.
 """
 
 from __future__ import annotations
@@ -218,9 +220,7 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None,
                 if values.shape[1:] != IMAGE_SHAPE:
                     raise ConfigError(f"{path}: images are {values.shape[1]} x {values.shape[2]}, expected "
                                       f"{IMAGE_SHAPE[0]} x {IMAGE_SHAPE[1]}")
-                x = np.empty(values.shape + (1,), np.float32)
-                np.divide(values[..., None], np.float32(255), out=x)
-                arrays["x"] = x
+                arrays["x"] = values[..., None]  # uint8 codes, scale 255 (a view of the file's bytes)
             else:
                 if values.size and values.max() >= NUM_CLASSES:
                     raise ConfigError(f"{path}: label {values.max()} is out of range 0..{NUM_CLASSES - 1}")
@@ -232,7 +232,7 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None,
         splits[split] = arrays
     info = {**INFO[name], "source": str(paths[FILES["train"][0]].parent),
             "files": {b: str(p) for b, p in paths.items()}}
-    return Dataset(name, splits, num_classes=NUM_CLASSES, info=info)
+    return Dataset(name, splits, num_classes=NUM_CLASSES, info=info, scales={"x": 255.0})
 
 
 @register("fashion_mnist")

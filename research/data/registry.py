@@ -23,9 +23,42 @@ Arrays = dict[str, np.ndarray]
 Sampler = Callable[[np.random.Generator, int], Arrays]
 
 
+def code_values(scale: float) -> np.ndarray:
+    """The float32 value of each uint8 code 0..255 of an array stored with `scale`: code / scale, one correctly
+    rounded division (for 255 and 16 the same float32 as the float64 division the sources used to do)."""
+    return np.arange(256, dtype=np.float32) / np.float32(scale)
+
+
+def decode(arrays: Mapping[str, Any], scales: Mapping[str, float]) -> dict[str, Any]:
+    """`arrays` with each key of `scales` turned from uint8 codes into float32 values (code / scale).
+
+    numpy arrays are divided on the host; jax arrays (inside a jitted step) look their codes up in the 256-entry
+    table of `code_values`: XLA turns a division by a constant into a multiplication by its reciprocal, which is
+    off by one ulp for 126 of the 256 codes, and a table lookup gives the host's values exactly."""
+    if not scales:
+        return dict(arrays)
+    out = dict(arrays)
+    for key, scale in scales.items():
+        codes = arrays[key]
+        if isinstance(codes, np.ndarray):
+            values = np.empty(codes.shape, np.float32)
+            np.divide(codes, np.float32(scale), out=values, dtype=np.float32)
+            out[key] = values
+        else:
+            import jax.numpy as jnp
+
+            out[key] = jnp.asarray(code_values(scale))[codes]
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     """Named splits of arrays. `x` is float32 (images NHWC in [0, 1]); `y` int32 labels or float32 targets.
+
+    Image datasets may keep an array as uint8 codes with a declared scale (`scales`, e.g. {"x": 255.0}: value =
+    code / 255), a quarter of float32's memory: `split(name)` gives the values (float32, decoded afresh at each
+    call), `stored(name)` the arrays as kept. Training pipelines take the stored codes to the devices and decode
+    each batch inside the jitted step (`research/data/pipeline.py`).
 
     A generated dataset (Gaussian mixtures, the adding problem, ...) also has `sample(rng, n)`: training
     batches are then drawn fresh from it (see `pipeline.train_pipeline`), and its splits are fixed samples
@@ -37,11 +70,26 @@ class Dataset:
     num_classes: int | None = None
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     sample: Sampler | None = None
+    scales: Mapping[str, float] = dataclasses.field(default_factory=dict)  # uint8-coded arrays: key -> scale
 
-    def split(self, name: str) -> Arrays:
+    def __post_init__(self) -> None:
+        for name, arrays in self.splits.items():
+            for key in self.scales:
+                if key in arrays and arrays[key].dtype != np.uint8:
+                    raise ValueError(f"dataset {self.name!r}: {name}/{key} has a scale but dtype "
+                                     f"{arrays[key].dtype}, not uint8")
+
+    def stored(self, name: str) -> Arrays:
+        """Split `name` as kept in memory (arrays in `scales` as uint8 codes)."""
         if name not in self.splits:
             raise ConfigError(f"dataset {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
         return self.splits[name]
+
+    def split(self, name: str) -> Arrays:
+        """Split `name` as values: uint8-coded arrays decoded to float32 (a new array at every call; hold on to
+        it rather than calling again in a loop). Without `scales`, the stored arrays themselves."""
+        arrays = self.stored(name)
+        return decode(arrays, self.scales) if self.scales else arrays
 
     @property
     def input_shape(self) -> tuple[int, ...]:

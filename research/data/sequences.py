@@ -110,5 +110,5 @@ def forecast_dataset(length: int = 100, test_size: int = 1000) -> Dataset:
 def seq_mnist() -> Dataset:
     base = mnist_5k()
     splits = {name: {"x": arrays["x"][..., 0], "y": arrays["y"]} for name, arrays in base.splits.items()}
-    return Dataset("seq_mnist", splits, num_classes=base.num_classes,
+    return Dataset("seq_mnist", splits, num_classes=base.num_classes, scales=base.scales,
                    info={**base.info, "view_of": "mnist_5k", "read": "row by row (28 steps of 28 pixels)"})

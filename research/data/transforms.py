@@ -21,8 +21,10 @@ def resize_images(x: np.ndarray, size: int, chunk: int = 1000) -> np.ndarray:
 
 
 def resized(dataset: Dataset, size: int) -> Dataset:
-    """`dataset` with every split's images `x` resized to size x size (a no-op at their own size)."""
+    """`dataset` with every split's images `x` resized to size x size (a no-op at their own size). The resized
+    images are float32 values (uint8-coded images are decoded first; the result has no `scales`)."""
     if dataset.input_shape[:2] == (size, size):
         return dataset
-    splits = {name: {**arrays, "x": resize_images(arrays["x"], size)} for name, arrays in dataset.splits.items()}
-    return dataclasses.replace(dataset, splits=splits, info={**dataset.info, "resized_to": size})
+    resize = lambda arrays: {**arrays, "x": resize_images(arrays["x"], size)}
+    splits = {name: resize(dataset.split(name)) for name in dataset.splits}
+    return dataclasses.replace(dataset, splits=splits, info={**dataset.info, "resized_to": size}, scales={})

@@ -7,10 +7,12 @@ import dataclasses
 
 from jax.sharding import Mesh
 
+from research.compress.config import QuantConfig
 from research.data import DataConfig
 from research.errors import ConfigError
 from research.evaluators.ema import with_ema
 from research.evaluators.reconstruction import ReconstructionEvaluator
+from research.evaluators.sparsity import sparsity_evaluators
 from research.families import Run
 from research.families.mlp import eval_batch_size
 from research.loop import LoopConfig
@@ -57,8 +59,10 @@ class Config:
     objective: AutoencoderConfig = AutoencoderConfig()
     eval_batch_size: int = 0          # 0: the smallest multiple of the batch size holding >= 512 examples
     interpolation_steps: int = 8      # decoded points on each latent interpolation line
+    quant: QuantConfig = QuantConfig()  # --qat=int8 (research/compress/quantize.py)
 
     def __post_init__(self) -> None:
+        self.quant.only_qat("autoencoder")
         if self.objective.variational and self.model.code_activation != "identity":
             raise ConfigError("a variational encoder emits a Gaussian's mean and log-variance: its code layer is "
                               "linear (leave --code_activation unset)")
@@ -74,6 +78,10 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
     model = make_autoencoder(m.arch, dataset.input_shape, m.latent, hidden=m.encoder, decoder_hidden=m.decoder,
                              channels=m.conv_channels, activation_name=m.activation,
                              code_activation=m.code_activation, variational=cfg.objective.variational)
+    if cfg.quant.qat:  # the training forward pass (__call__) fake-quantised; encode / decode stay float
+        from research.compress.quantize import wrap
+
+        model = wrap(model, cfg.quant)
     task = AutoencoderTask(model, dataset, cfg.optimizer, cfg.objective, batch_size=cfg.data.batch_size,
                            steps=cfg.loop.steps, augment=cfg.data.augment, ema_decay=cfg.loop.ema_decay)
     batch = eval_batch_size(cfg.eval_batch_size, cfg.data.batch_size)
@@ -82,4 +90,6 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
         check_divisible(batch, mesh, "--eval_batch_size")
     evaluators = with_ema([ReconstructionEvaluator(task, dataset, batch, interpolation_steps=cfg.interpolation_steps)
                            ], cfg.loop.ema_decay) if evaluate else []
+    if evaluate:
+        evaluators += sparsity_evaluators(cfg.optimizer, task.params)  # with --prune_sparsity
     return Run(task, evaluators, dataset)

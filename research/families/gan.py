@@ -1,7 +1,7 @@
 """The GAN family: DCGAN or MLP players; minimax, non-saturating, Wasserstein, hinge and least-squares losses;
 gradient penalty or weight clipping; n_critic critic updates per generator update; unrolled critics;
-class-conditional DCGANs. Images are scored with a feature classifier's Fréchet distance, 2-D mixtures by mode
-coverage."""
+class-conditional DCGANs. Images are scored with the Fréchet distance in the features of a classifier trained on
+the run's dataset (research/metrics/feature_classifier.py), 2-D mixtures by mode coverage."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ import dataclasses
 
 from jax.sharding import Mesh
 
+from research.compress.config import QuantConfig
 from research.data import DataConfig
 from research.data.transforms import resized
 from research.errors import ConfigError
 from research.evaluators.ema import with_ema
 from research.evaluators.gan import GANEvaluator
+from research.evaluators.sparsity import sparsity_evaluators
 from research.families import Run
 from research.loop import LoopConfig
-from research.metrics.feature_classifier import load_or_train
+from research.metrics.feature_classifier import CLASSIFIERS, classifier_for, load_or_train
 from research.models.activations import activation
 from research.models.dcgan import UPSAMPLERS, DCGANDiscriminator, DCGANGenerator, resolution_plan
 from research.models.gan_mlp import MLPDiscriminator, MLPGenerator
@@ -26,8 +28,7 @@ from research.tasks.gan import GANConfig, GANTask
 
 FAMILY = "gan"
 ARCHITECTURES = ("dcgan", "mlp")
-CLASSIFIERS = ("auto", "lenet", "none")
-MNIST_LIKE = ("mnist_5k", "tfds:mnist")  # where --evaluator=auto scores samples with the LeNet
+EVALUATORS = ("auto", "lenet", "none")  # auto: the LeNet of the run's dataset, if it has one (classifier_for)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,18 +74,20 @@ class Config:
     model: ModelConfig = ModelConfig()
     gan: GANConfig = GANConfig()
     image_size: int = 0               # train on images resized to this size (0: the dataset's)
-    evaluator: str = "auto"           # image metrics from the LeNet feature classifier: auto | lenet | none
+    evaluator: str = "auto"           # image metrics from the run's dataset's LeNet classifier: auto | lenet | none
     num_eval_samples: int = 0         # 0: 2,500 for 2-D data, the test split's size for images
     eval_batch_size: int = 512        # samples generated per batch at evaluation and sampling
     grid_size: int = 64               # images in each evaluation's sample grid
+    quant: QuantConfig = QuantConfig()  # --qat=int8: both players fake-quantised (research/compress/quantize.py)
 
     def __post_init__(self) -> None:
+        self.quant.only_qat("gan")
         if self.image_size < 0:
             raise ConfigError(f"--image_size must be >= 0, got {self.image_size}")
         if self.gan.conditional and self.model.architecture != "dcgan":
             raise ConfigError("--conditional is implemented for --architecture=dcgan only")
-        if self.evaluator not in CLASSIFIERS:
-            raise ConfigError(f"unknown --evaluator {self.evaluator!r}; choose one of {', '.join(CLASSIFIERS)}")
+        if self.evaluator not in EVALUATORS:
+            raise ConfigError(f"unknown --evaluator {self.evaluator!r}; choose one of {', '.join(EVALUATORS)}")
         if self.num_eval_samples < 0 or self.grid_size < 1 or self.eval_batch_size < 1:
             raise ConfigError("--num_eval_samples must be >= 0, --grid_size and --eval_batch_size >= 1")
 
@@ -115,6 +118,10 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
         dataset = resized(dataset, cfg.image_size)
     num_classes = dataset.num_classes if cfg.gan.conditional and dataset.num_classes else 0
     g, d = _players(cfg, dataset.input_shape, images, num_classes)
+    if cfg.quant.qat:
+        from research.compress.quantize import wrap
+
+        g, d = wrap(g, cfg.quant), wrap(d, cfg.quant)
     task = GANTask(g, d, dataset, cfg.g_optimizer, cfg.d_optimizer, cfg.gan, batch_size=cfg.data.batch_size,
                    steps=cfg.loop.steps, augment=cfg.data.augment, ema_decay=cfg.loop.ema_decay)
     if mesh is not None:
@@ -123,11 +130,13 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
     if not evaluate:
         return Run(task, [], dataset)
     classifier = None
-    if cfg.evaluator != "none" and images and (cfg.evaluator == "lenet" or dataset.name in MNIST_LIKE):
+    own = classifier_for(dataset.name)  # mnist_5k / tfds:mnist, mnist, fashion_mnist: each its dataset's LeNet
+    if cfg.evaluator != "none" and images and (cfg.evaluator == "lenet" or own is not None):
         if dataset.input_shape[-1] != 1:
             raise ConfigError(f"--evaluator=lenet classifies 1-channel digits; {dataset.name} has "
                               f"{dataset.input_shape[-1]} channels")
-        classifier = load_or_train()
+        classifier = load_or_train(own or CLASSIFIERS["mnist_5k"], cfg.data.data_dir)  # others: the digits' LeNet
     evaluator = GANEvaluator(task, dataset, batch_size=cfg.eval_batch_size, num_samples=cfg.num_eval_samples,
                              grid_size=cfg.grid_size, classifier=classifier)
-    return Run(task, with_ema([evaluator], cfg.loop.ema_decay), dataset)
+    pruned = sparsity_evaluators(cfg.g_optimizer, task.params)  # --prune_sparsity: both players' kernels
+    return Run(task, with_ema([evaluator], cfg.loop.ema_decay) + pruned, dataset)

@@ -9,9 +9,11 @@ import math
 
 from jax.sharding import Mesh
 
+from research.compress.config import DistillConfig, QuantConfig
 from research.data import DataConfig
 from research.errors import ConfigError
 from research.evaluators.ema import with_ema
+from research.evaluators.sparsity import SparsityEvaluator
 from research.evaluators.supervised import SupervisedEvaluator
 from research.families import Run
 from research.loop import LoopConfig
@@ -58,10 +60,14 @@ class Config:
     model: ModelConfig = ModelConfig()
     task: SupervisedConfig = SupervisedConfig()
     eval_batch_size: int = 0         # 0: the smallest multiple of the batch size holding >= 512 examples
+    quant: QuantConfig = QuantConfig()        # --qat=int8, or a launch.quantize output (inference only)
+    distill: DistillConfig = DistillConfig()  # --distill_from=TEACHER_WORKDIR (off: "")
 
     def __post_init__(self) -> None:
         if self.eval_batch_size < 0:
             raise ConfigError(f"--eval_batch_size must be >= 0, got {self.eval_batch_size}")
+        if self.distill.enabled and self.task.kind != "classify":
+            raise ConfigError("--distill_from trains classifiers; it does not apply to --task=regress")
 
 
 def eval_batch_size(requested: int, batch_size: int) -> int:
@@ -93,12 +99,31 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
     kind = cfg.task.kind
     out_dim = dataset.num_classes if kind == "classify" and dataset.num_classes else 1
     model = make_model(cfg.model, dataset.input_shape, out_dim, dataset.name)
-    task = SupervisedTask(model, dataset, cfg.optimizer, cfg.task, batch_size=cfg.data.batch_size,
-                          steps=cfg.loop.steps, augment=cfg.data.augment, ema_decay=cfg.loop.ema_decay)
+    task_class, float_model = SupervisedTask, model
+    if cfg.quant.qat or cfg.quant.ptq:  # qwix is imported only by runs that quantise
+        from research.compress import quantize
+
+        model = quantize.wrap(model, cfg.quant)
+        task_class = quantize.PostTrainingQuantizedTask if cfg.quant.ptq else SupervisedTask
+    teacher = None
+    if cfg.distill.enabled and evaluate:  # evaluate=False: the run is read for inference (export), no teacher
+        from research.compress.distill import load_teacher
+
+        teacher = load_teacher(cfg.distill, dataset, mesh)
+    task = task_class(model, dataset, cfg.optimizer, cfg.task, batch_size=cfg.data.batch_size,
+                      steps=cfg.loop.steps, augment=cfg.data.augment, ema_decay=cfg.loop.ema_decay,
+                      teacher=teacher, distill_temperature=cfg.distill.temperature,
+                      distill_weight=cfg.distill.weight)
     batch = eval_batch_size(cfg.eval_batch_size, cfg.data.batch_size)
     if mesh is not None:
         check_divisible(cfg.data.batch_size, mesh)
         check_divisible(batch, mesh, "--eval_batch_size")
     evaluators = with_ema([SupervisedEvaluator(task.predict, dataset, kind, batch)],
                           cfg.loop.ema_decay) if evaluate else []
+    if evaluate and cfg.optimizer.prune.enabled:  # final.json: the sparsity reached, overall and per layer
+        evaluators.append(SparsityEvaluator(task.params, cfg.optimizer.prune.params))
+    if evaluate and cfg.quant.evaluate:  # the PTQ twins' metrics and bytes beside the float model's
+        from research.evaluators.quantized import QuantizedEvaluator
+
+        evaluators.append(QuantizedEvaluator(float_model, cfg.quant.evaluate, dataset, kind, batch))
     return Run(task, evaluators, dataset)

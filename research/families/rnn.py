@@ -7,11 +7,13 @@ import dataclasses
 
 from jax.sharding import Mesh
 
+from research.compress.config import QuantConfig
 from research.data import DataConfig
 from research.data.text import char_corpus
 from research.errors import ConfigError
 from research.evaluators.ema import with_ema
 from research.evaluators.language_model import LanguageModelEvaluator
+from research.evaluators.sparsity import sparsity_evaluators
 from research.evaluators.supervised import SupervisedEvaluator
 from research.families import Run
 from research.families.mlp import eval_batch_size
@@ -73,8 +75,10 @@ class Config:
     sample_chars: int = 200            # char_lm: characters sampled at each evaluation (0: none)
     prompt: str = "\n"                 # char_lm: the text samples continue
     temperature: float = 0.8           # char_lm: sampling temperature (0: the most likely character)
+    quant: QuantConfig = QuantConfig()  # --qat=int8 (research/compress/quantize.py)
 
     def __post_init__(self) -> None:
+        self.quant.only_qat("rnn")
         if self.task not in TASKS:
             raise ConfigError(f"unknown --task {self.task!r}; choose one of {', '.join(TASKS)}")
         if self.task != "char_lm" and self.data.name != DATASET[self.task]:
@@ -111,12 +115,14 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
         corpus = char_corpus(cfg.data.load())
         model = CharLM(vocab_size=len(corpus.info["vocab"]), embed=m.embed, cell=m.cell, hidden=m.hidden,
                        layers=m.layers, dropout=m.dropout, recurrent_init=m.recurrent_init, forget_bias=m.forget_bias)
+        model = _qat(model, cfg.quant)
         task = CharLMTask(model, corpus, cfg.optimizer, batch_size=cfg.data.batch_size, unroll=cfg.unroll,
                           steps=cfg.loop.steps, ema_decay=cfg.loop.ema_decay)
         evaluators = with_ema([LanguageModelEvaluator(task, corpus, batch_size=cfg.eval_batch,
                                                       max_chars=cfg.max_eval_chars, sample_chars=cfg.sample_chars,
                                                       prompt=cfg.prompt, temperature=cfg.temperature)],
                               cfg.loop.ema_decay) if evaluate else []
+        evaluators += sparsity_evaluators(cfg.optimizer, task.params) if evaluate else []  # --prune_sparsity
         return Run(task, evaluators, corpus)
     dataset = cfg.data.load(**({"length": cfg.length} if cfg.task in HAS_LENGTH else {}))
     kind = "regress" if cfg.task in REGRESSION else "classify"
@@ -125,8 +131,19 @@ def build(cfg: Config, mesh: Mesh | None = None, *, evaluate: bool = True) -> Ru
                           head="per_step" if per_step else m.head, cell=m.cell, hidden=m.hidden, layers=m.layers,
                           bidirectional=m.bidirectional, dropout=m.dropout, recurrent_init=m.recurrent_init,
                           forget_bias=m.forget_bias)
+    model = _qat(model, cfg.quant)
     task = SupervisedTask(model, dataset, cfg.optimizer, SupervisedConfig(kind), batch_size=cfg.data.batch_size,
                           steps=cfg.loop.steps, ema_decay=cfg.loop.ema_decay)  # --augment: refused by the data
     evaluators = with_ema([SupervisedEvaluator(task.predict, dataset, kind, cfg.eval_batch, per_step=per_step)],
                           cfg.loop.ema_decay) if evaluate else []
+    evaluators += sparsity_evaluators(cfg.optimizer, task.params) if evaluate else []  # --prune_sparsity
     return Run(task, evaluators, dataset)
+
+
+def _qat(model, quant: QuantConfig):
+    """`model` fake-quantised for --qat=int8 (qwix intercepts the cells' matmuls), else itself."""
+    if not quant.qat:
+        return model
+    from research.compress.quantize import wrap
+
+    return wrap(model, quant)

@@ -195,10 +195,13 @@ class Spec:
 
     def command(self, flags: Mapping[str, str], flagfiles: Sequence[str], seed: int, workdir: str,
                 num_seeds: int | None = None) -> list[str]:
-        """A trial's command; a vectorised one trains seeds seed .. seed+num_seeds-1 in one process."""
+        """A trial's command; a vectorised one trains seeds seed .. seed+num_seeds-1 in one process. `{sweep_dir}`
+        in a flag's value becomes the sweep dir (<sweep_dir>/trials/<point> is `workdir`), so a trial can name
+        another trial's workdir, e.g. a distillation teacher's: `distill_from = "{sweep_dir}/trials/<point>"`."""
         vector = [] if num_seeds is None else [f"--num_seeds={num_seeds}"]
-        return [sys.executable, "-m", self.launch, *self.argv(flags, flagfiles), f"--seed={seed}", *vector,
-                f"--workdir={workdir}"]
+        sweep_dir = os.path.dirname(os.path.dirname(os.path.abspath(workdir)))
+        argv = [a.replace("{sweep_dir}", sweep_dir) for a in self.argv(flags, flagfiles)]
+        return [sys.executable, "-m", self.launch, *argv, f"--seed={seed}", *vector, f"--workdir={workdir}"]
 
     # ---- the ledger's copy
     def identity(self) -> dict[str, Any]:

@@ -55,8 +55,8 @@ class AutoencoderTask:
                  batch_size: int, steps: int, augment: AugmentConfig = NO_AUGMENT, ema_decay: float = 0.0):
         if model.variational != cfg.variational:
             raise ValueError("the model and the config disagree on --variational")
-        train_x = dataset.split("train")["x"]
-        lo, hi = float(train_x.min()), float(train_x.max())
+        train_x, scale = dataset.stored("train")["x"], dataset.scales.get("x", 1.0)  # uint8 codes: value = code / scale
+        lo, hi = float(train_x.min()) / scale, float(train_x.max()) / scale
         if lo < 0 or hi > 1:
             raise ConfigError(f"autoencoders here reconstruct pixels in [0, 1]; dataset {dataset.name!r} has "
                               f"values in [{lo:.3g}, {hi:.3g}]")

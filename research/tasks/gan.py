@@ -138,7 +138,7 @@ class GANTask:
         self.num_classes = dataset.num_classes if cfg.conditional else 0
         self.data_shape = dataset.input_shape
         if self.images:  # one dict for every replica's pipeline, so the loop copies it to the devices once
-            train = dataset.split("train")
+            train = dataset.stored("train")  # uint8-coded images stay codes until the train step (Dataset.scales)
             self.train_arrays = {"x": train["x"], **({"y": train["y"]} if cfg.conditional else {})}
         self.g_tx, self.g_schedule = make_optimizer(g_optimizer, steps)
         self.d_tx, self.d_schedule = make_optimizer(d_optimizer, steps * cfg.n_critic)
@@ -257,7 +257,7 @@ class GANTask:
     def train_pipeline(self, seed: int, sharding) -> Pipeline:
         total = self.batch_size * self.cfg.n_critic
         if self.images:
-            return ArrayPipeline(self.train_arrays, total, seed=seed, sharding=sharding)
+            return ArrayPipeline(self.train_arrays, total, seed=seed, sharding=sharding, scales=self.dataset.scales)
         sample = self.dataset.sample
         return StreamPipeline(lambda rng, n: {"x": sample(rng, n)["x"]}, total, seed=seed, sharding=sharding)
 

@@ -4,12 +4,14 @@ The MLP family runs on this, and so do the sequence models (last-state or per-st
 loss, accuracy (classification), the learning rate and the L2 norms of gradients, parameters and updates. With
 `--augment`, training images are augmented on device first (`research/data/augment.py`); with `--ema_decay`, the
 state keeps a moving average of the parameters and the model state (`research/state.py`).
+With a teacher (`--distill_from`), the loss is knowledge distillation's (`research/objectives/distillation.py`).
 Evaluation is `research/evaluators/supervised.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -21,6 +23,7 @@ from research.data import Dataset, Pipeline, train_pipeline
 from research.data.augment import NO_AUGMENT, AugmentConfig, augment_batch
 from research.errors import ConfigError
 from research.objectives.classification import softmax_cross_entropy
+from research.objectives.distillation import distillation_loss
 from research.objectives.regression import mean_squared_error
 from research.optim import OptimizerConfig, gradient_step, make_optimizer
 from research.state import TrainState, init_ema, step_rng, update_ema
@@ -41,7 +44,9 @@ class SupervisedConfig:
 
 class SupervisedTask:
     def __init__(self, model: nn.Module, dataset: Dataset, optimizer: OptimizerConfig, cfg: SupervisedConfig, *,
-                 batch_size: int, steps: int, augment: AugmentConfig = NO_AUGMENT, ema_decay: float = 0.0):
+                 batch_size: int, steps: int, augment: AugmentConfig = NO_AUGMENT, ema_decay: float = 0.0,
+                 teacher: Callable[[jax.Array], jax.Array] | None = None, distill_temperature: float = 1.0,
+                 distill_weight: float = 0.0):
         train_y = dataset.split("train")["y"]
         if cfg.kind == "classify" and (dataset.num_classes is None or train_y.dtype.kind not in "iu"):
             raise ConfigError(f"dataset {dataset.name!r} has no class labels; use --task=regress")
@@ -51,6 +56,10 @@ class SupervisedTask:
         self.tx, self.schedule = make_optimizer(optimizer, steps)
         self.compute_dtype = precision.compute_dtype(cfg.compute_dtype)
         self.augment, self.ema_decay = augment, ema_decay  # training images' augmentation; parameter EMA (0: off)
+        if teacher is not None and cfg.kind != "classify":
+            raise ConfigError("distillation (--distill_from) trains classifiers; this task is a regression")
+        # distillation: x -> a frozen teacher's logits, its temperature and the soft term's weight (None: off)
+        self.teacher, self.distill_temperature, self.distill_weight = teacher, distill_temperature, distill_weight
 
     # ---- pure functions (jitted by the loop)
     def init_state(self, rng: jax.Array) -> TrainState:
@@ -69,6 +78,7 @@ class SupervisedTask:
     def train_step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
         batch = augment_batch(self.augment, state, batch)
         mutable = list(state.model_state)
+        teacher_logits = None if self.teacher is None else self.teacher(batch["x"])
 
         def loss_fn(params):
             outputs, new_model_state = self.model.apply(
@@ -77,6 +87,10 @@ class SupervisedTask:
                 mutable=mutable)
             outputs = outputs.astype(jnp.float32)
             loss, extra = self._loss(outputs, batch["y"])
+            if teacher_logits is not None:
+                loss, parts = distillation_loss(outputs, teacher_logits, batch["y"], self.distill_temperature,
+                                                self.distill_weight)
+                extra = {**extra, **parts}
             return loss, (extra, new_model_state)
 
         params, opt_state, loss, (extra, new_model_state), norms = gradient_step(loss_fn, state.params,
