@@ -3,8 +3,9 @@
 - `TorchDCGAN`: the pytorch/examples DCGAN (64x64, nz 100, ngf = ndf = 64): G = ConvTranspose 4x4 blocks
   with BatchNorm + ReLU and tanh; D = strided 4x4 convs with LeakyReLU(0.2), BatchNorm after the first, a
   sigmoid logit; BCE loss, Adam(2e-4, betas (0.5, 0.999)). One step = D on real + fake, then G.
-- `TorchLSTMLM`: the word-language-model LSTM (embedding, 2-layer `nn.LSTM`, linear decoder), SGD with
-  gradient clipping, truncated BPTT with the hidden state carried and detached between batches.
+- `TorchLSTMLM` / `TorchLMTrainer`: PyTorch examples' word_language_model (LSTM, untied, dropout on embeddings,
+  between layers and on outputs), its training step: SGD with gradient clipping, truncated BPTT with the hidden
+  state carried and detached between batches.
 """
 
 from __future__ import annotations
@@ -61,37 +62,50 @@ class TorchDCGAN:
 
 
 class TorchLSTMLM(nn.Module):
-    def __init__(self, vocab: int = 10000, emb: int = 200, hidden: int = 200, layers: int = 2, seed: int = 0):
+    """word_language_model's RNNModel (LSTM, untied): dropout on the embeddings, between layers and on the
+    outputs; encoder and decoder weights uniform(-0.1, 0.1), decoder bias 0; log-probabilities out."""
+
+    def __init__(self, vocab: int = 33278, emb: int = 200, hidden: int = 200, layers: int = 2,
+                 dropout: float = 0.2, seed: int = 0):
         torch.manual_seed(seed)
         super().__init__()
-        self.embed = nn.Embedding(vocab, emb)
-        self.lstm = nn.LSTM(emb, hidden, layers)
+        self.drop = nn.Dropout(dropout)
+        self.encoder = nn.Embedding(vocab, emb)
+        self.rnn = nn.LSTM(emb, hidden, layers, dropout=dropout)
         self.decoder = nn.Linear(hidden, vocab)
-        self.layers, self.hidden = layers, hidden
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        self.layers, self.hidden, self.vocab = layers, hidden, vocab
 
     def forward(self, tokens, state):
-        out, state = self.lstm(self.embed(tokens), state)
-        return self.decoder(out), state
+        out, state = self.rnn(self.drop(self.encoder(tokens)), state)
+        decoded = self.decoder(self.drop(out)).view(-1, self.vocab)
+        return nn.functional.log_softmax(decoded, dim=1), state
 
 
 class TorchLMTrainer:
-    """Truncated BPTT over random tokens: (bptt, batch) inputs, next-token targets, SGD lr 1, clip 0.25."""
+    """word_language_model's `train()` loop body over random tokens: (bptt, batch) inputs, next-token targets,
+    hidden state repackaged (detached) between batches, NLL loss, clip_grad_norm_, then p -= lr * grad."""
 
-    def __init__(self, vocab: int = 10000, emb: int = 200, hidden: int = 200, bptt: int = 35, batch: int = 20,
-                 seed: int = 0):
-        self.model = TorchLSTMLM(vocab, emb, hidden, seed=seed)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=1.0)
+    def __init__(self, vocab: int = 33278, emb: int = 200, hidden: int = 200, bptt: int = 35, batch: int = 20, *,
+                 layers: int = 2, dropout: float = 0.2, lr: float = 20.0, clip: float = 0.25, seed: int = 0):
+        self.model = TorchLSTMLM(vocab, emb, hidden, layers, dropout, seed=seed)
+        self.model.train()
+        self.criterion = nn.NLLLoss()
         g = torch.Generator().manual_seed(seed)
         self.tokens = torch.randint(0, vocab, (bptt + 1, batch), generator=g)
-        self.state = tuple(torch.zeros(2, batch, hidden) for _ in range(2))
-        self.vocab, self.bptt, self.batch = vocab, bptt, batch
+        self.state = tuple(torch.zeros(layers, batch, hidden) for _ in range(2))
+        self.lr, self.clip = lr, clip
 
     def step(self) -> float:
         self.state = tuple(s.detach() for s in self.state)
         self.model.zero_grad()
-        logits, self.state = self.model(self.tokens[:-1], self.state)
-        loss = nn.functional.cross_entropy(logits.view(-1, self.vocab), self.tokens[1:].reshape(-1))
+        output, self.state = self.model(self.tokens[:-1], self.state)
+        loss = self.criterion(output, self.tokens[1:].reshape(-1))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 0.25)
-        self.opt.step()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        with torch.no_grad():
+            for p in self.model.parameters():
+                p.add_(p.grad, alpha=-self.lr)
         return loss.item()

@@ -199,6 +199,8 @@ class CharLM(nn.Module):
 
     `__call__(tokens (B, T) int, carry)` returns (logits (B, T, vocab), final carry), so consecutive chunks
     of a text can be fed with the carry of the previous one (truncated backpropagation through time).
+    `dropout` acts between recurrent layers; with `io_dropout` also on the embeddings and on the top layer's
+    outputs (PyTorch's word_language_model).
     """
 
     vocab_size: int
@@ -209,16 +211,25 @@ class CharLM(nn.Module):
     dropout: float = 0.0
     recurrent_init: str = "orthogonal"
     forget_bias: float = 1.0
+    io_dropout: bool = False
 
     def zero_carry(self, batch: int) -> tuple[Carry, ...]:
         return zero_carry(self.cell, batch, self.hidden, self.layers)
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, carry: tuple[Carry, ...] | None = None, *, train: bool = False
-                 ) -> tuple[jax.Array, tuple[Carry, ...]]:
+    def __call__(self, tokens: jax.Array, carry: tuple[Carry, ...] | None = None, *, train: bool = False,
+                 features: bool = False) -> tuple[jax.Array, tuple[Carry, ...]]:
+        """`features`: return the head's inputs (B, T, hidden) instead of the logits (for a fused loss that
+        applies the head itself, `research/objectives/fused_cross_entropy.py`)."""
         if carry is None:
             carry = self.zero_carry(tokens.shape[0])
         x = nn.Embed(self.vocab_size, self.embed, name="embed")(tokens)
+        if self.io_dropout and self.dropout:
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
         carry, outputs = RecurrentStack(self.cell, self.hidden, self.layers, False, self.dropout,
                                         self.recurrent_init, self.forget_bias, name="rnn")(x, carry, train=train)
+        if self.io_dropout and self.dropout:
+            outputs = nn.Dropout(self.dropout, deterministic=not train)(outputs)
+        if features:
+            return outputs, carry
         return nn.Dense(self.vocab_size, name="head")(outputs), carry

@@ -21,6 +21,7 @@ from research.data.text import CharVocab, TBPTTPipeline
 from research.errors import ConfigError
 from research.models.rnn import CharLM
 from research.objectives.classification import softmax_cross_entropy
+from research.objectives.fused_cross_entropy import FUSED_MIN_VOCAB, linear_softmax_cross_entropy
 from research.optim import OptimizerConfig, gradient_step, make_optimizer
 from research.state import TrainState, init_ema, step_rng, update_ema
 
@@ -32,10 +33,12 @@ class CharLMState(TrainState):
 
 class CharLMTask:
     """`batch_size` parallel streams of the training text, `unroll` characters of each per step (the truncation
-    length of BPTT), `steps` steps."""
+    length of BPTT), `steps` steps. From `fused_min_vocab` tokens of vocabulary up (word-level vocabularies) the
+    train step's loss is the fused decoder + cross-entropy (`research/objectives/fused_cross_entropy.py`): faster
+    there, equal up to float rounding; below it the plain optax loss, so character models keep their bits."""
 
     def __init__(self, model: CharLM, corpus: Dataset, optimizer: OptimizerConfig, *, batch_size: int, unroll: int,
-                 steps: int, ema_decay: float = 0.0):
+                 steps: int, ema_decay: float = 0.0, fused_min_vocab: int = FUSED_MIN_VOCAB):
         self.vocab = CharVocab(corpus.info["vocab"])
         if model.vocab_size != len(self.vocab):
             raise ConfigError(f"model vocabulary {model.vocab_size} != corpus vocabulary {len(self.vocab)}")
@@ -44,6 +47,7 @@ class CharLMTask:
         self.model, self.corpus, self.batch_size, self.unroll = model, corpus, batch_size, unroll
         self.tx, self.schedule = make_optimizer(optimizer, steps)
         self.ema_decay = ema_decay  # > 0: the state keeps a moving average of the parameters (research/state.py)
+        self.fused = model.vocab_size >= fused_min_vocab
 
     # ---- pure functions (jitted by the loop)
     def init_state(self, rng: jax.Array) -> CharLMState:
@@ -59,9 +63,12 @@ class CharLMTask:
         carry = jax.tree.map(lambda c: jnp.where(keep, c, 0.0), state.carry)
 
         def loss_fn(params):
-            logits, new_carry = self.model.apply({"params": params}, batch["x"], carry, train=True,
-                                                 rngs={"dropout": step_rng(state)})
-            return softmax_cross_entropy(logits, batch["y"]), new_carry
+            out, new_carry = self.model.apply({"params": params}, batch["x"], carry, train=True,
+                                              rngs={"dropout": step_rng(state)}, features=self.fused)
+            if self.fused:
+                head = params["head"]
+                return linear_softmax_cross_entropy(out, head["kernel"], head["bias"], batch["y"]), new_carry
+            return softmax_cross_entropy(out, batch["y"]), new_carry
 
         params, opt_state, loss, new_carry, norms = gradient_step(loss_fn, state.params, state.opt_state, self.tx)
         metrics = {"loss": loss, "bits_per_char": loss / math.log(2.0), "learning_rate": self.schedule(state.step),
