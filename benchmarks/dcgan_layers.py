@@ -4,9 +4,11 @@ The profile behind `dcgan_torch`'s result. Every discriminator convolution (4x4,
 4x4 valid) and every generator transposed convolution (the same shapes in reverse), batch 64, timed as the
 gradient of sum(conv(x, w)) with respect to both x and w, i.e. the three convolutions a training step runs per
 layer. Both frameworks get the same shapes, float32, NHWC for XLA (what our models use) and NCHW for PyTorch
-(what its CPU kernels prefer). Generator layers are timed both ways our generator can compute them:
-`Upsample2x` (`--upsample=phase`: a 3x3 convolution to 4x the channels + depth-to-space) and Flax's
-`nn.ConvTranspose` (`--upsample=transpose`).
+(what its CPU kernels prefer). Generator layers are timed in each form our generator can compute them:
+`Upsample2x` with one 3x3 convolution to 4x the channels + depth-to-space ("phase") or four 2x2 convolutions, one
+per output phase ("phase2x2"), and Flax's `nn.ConvTranspose` ("transpose"). The totals are per `--upsample`
+choice, which picks a form for the hidden layers and one for the output layer (`UPSAMPLER_LAYERS`; the default
+"mixed" is phase2x2 + transpose).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.timing import median_seconds, table
-from research.models.dcgan import upsample_layer
+from research.models.dcgan import UPSAMPLER_LAYERS, upsample_layer
 
 BATCH = 64
 # (name, in channels, out channels, input size, stride, padding, transposed)
@@ -68,18 +70,21 @@ def _torch(cin: int, cout: int, size: int, stride: int, pad: int, transposed: bo
 
 
 def main(repeats: int = 5) -> str:
-    rows, totals = [], {"phase": [0.0, 0.0], "transpose": [0.0, 0.0]}
-    for name, *shape, transposed in LAYERS:
+    rows, totals = [], {choice: [0.0, 0.0] for choice in UPSAMPLER_LAYERS}
+    forms = sorted({form for pair in UPSAMPLER_LAYERS.values() for form in pair})
+    last_g = max(i for i, layer in enumerate(LAYERS) if layer[-1])
+    for i, (name, *shape, transposed) in enumerate(LAYERS):
         theirs = _torch(*shape, transposed, repeats)
-        for upsample in ("phase", "transpose") if transposed else (None,):
+        for upsample in forms if transposed else (None,):
             ours = _ours(*shape, upsample, repeats)
-            for kind in (upsample,) if upsample else totals:
-                totals[kind][0] += ours
-                totals[kind][1] += theirs
+            for choice, (hidden, last) in UPSAMPLER_LAYERS.items():
+                if upsample is None or upsample == (last if i == last_g else hidden):
+                    totals[choice][0] += ours
+                    totals[choice][1] += theirs
             label = f"{name} ({upsample})" if upsample else name
             rows.append([label, ours * 1e3, theirs * 1e3, theirs / ours])
-    for kind, (ours, theirs) in totals.items():
-        rows.append([f"all eight, G with --upsample={kind}", ours * 1e3, theirs * 1e3, theirs / ours])
+    for choice, (ours, theirs) in totals.items():
+        rows.append([f"all eight, G with --upsample={choice}", ours * 1e3, theirs * 1e3, theirs / ours])
     return table("DCGAN convolutions, batch 64, forward + backward (x and w): ms per call",
                  ["layer", "XLA:CPU ms", "PyTorch ms", "speed vs PyTorch"], rows)
 

@@ -3,7 +3,8 @@
 The pytorch/examples DCGAN: 64x64x3 images, nz 100, ngf = ndf = 64, batch 64, random data, Adam 2e-4 (0.5,
 0.999), non-saturating BCE loss. Ours is `GANTask.train_step` (the code `launch.gan` runs) with
 `DCGANGenerator` / `DCGANDiscriminator` at the same sizes, timed per dispatched step, with the generator's
-transposed convolutions computed both ways (`--upsample=phase`, the default, and `transpose`).
+transposed convolutions computed each way `--upsample` offers (`mixed`, the default: four 2x2 phase convolutions
+for the hidden layers and `nn.ConvTranspose` for the output layer; `phase2x2`; `phase`, the 3x3 form; `transpose`).
 Target: ours >= 1.3x faster than PyTorch.
 """
 
@@ -13,6 +14,7 @@ import jax
 import numpy as np
 
 from benchmarks.timing import median_seconds, table
+from research.models.dcgan import UPSAMPLERS
 
 BATCH, SIZE, NZ, WIDTH = 64, 64, 100, 64
 
@@ -51,7 +53,7 @@ def torch_twin(repeats: int) -> float:
 def main(repeats: int = 5) -> str:
     theirs = torch_twin(repeats)
     rows = [["PyTorch (twin, ConvTranspose2d)", theirs, 1.0]]
-    for upsample in ("phase", "transpose"):
+    for upsample in UPSAMPLERS:
         t = ours(repeats, upsample)
         rows.append([f"ours, --upsample={upsample}", t, theirs / t])
     return table("DCGAN 64x64 train step (D + G), batch 64: seconds per step (target: ours >= 1.3x faster)",

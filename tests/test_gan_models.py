@@ -7,22 +7,33 @@ import numpy as np
 import pytest
 
 from research.errors import ConfigError
-from research.models.dcgan import DCGANDiscriminator, DCGANGenerator, Upsample2x, resolution_plan
+from research.models.dcgan import UPSAMPLERS, DCGANDiscriminator, DCGANGenerator, Upsample2x, resolution_plan
 from research.models.gan_mlp import MLPDiscriminator, MLPGenerator, kernel_init
 from research.tasks.gan import param_key
 
 
-def test_upsample_equals_conv_transpose():
-    for shape, features in (((2, 5, 6, 3), 4),):
-        x = jax.random.normal(jax.random.PRNGKey(0), shape)
-        variables = jax.eval_shape(Upsample2x(features).init, jax.random.PRNGKey(1), x)
-        # random (not DCGAN-small) kernel and bias so every tap matters
-        variables = jax.tree.map(lambda a: jax.random.normal(jax.random.PRNGKey(2), a.shape), variables)
-        both = jax.jit(lambda v, x, f=features: (
-            Upsample2x(f).apply(v, x), nn.ConvTranspose(f, (4, 4), strides=(2, 2), padding="SAME").apply(v, x)))
-        fast, reference = both(variables, x)
-        assert fast.shape == (shape[0], 2 * shape[1], 2 * shape[2], features)
-        np.testing.assert_allclose(np.asarray(fast), np.asarray(reference), atol=1e-4, rtol=1e-4)
+@pytest.mark.parametrize("taps", [3, 2])
+def test_upsample_equals_conv_transpose(taps):
+    """Both phase forms (3x3 conv, four 2x2 convs) equal nn.ConvTranspose: outputs and gradients (x, kernel, bias)."""
+    shape, features = (2, 5, 6, 3), 4
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    variables = jax.eval_shape(Upsample2x(features).init, jax.random.PRNGKey(1), x)
+    # random (not DCGAN-small) kernel and bias so every tap matters
+    variables = jax.tree.map(lambda a: jax.random.normal(jax.random.PRNGKey(2), a.shape), variables)
+    fast_m = Upsample2x(features, taps=taps)
+    slow_m = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")
+    probe = jax.random.normal(jax.random.PRNGKey(3), (shape[0], 2 * shape[1], 2 * shape[2], features))
+
+    def outputs_and_grads(m, v, x):
+        y = m.apply(v, x)
+        return y, jax.grad(lambda v, x: jnp.sum(m.apply(v, x) * probe), argnums=(0, 1))(v, x)
+
+    (fast, fast_grads), (reference, ref_grads) = jax.jit(
+        lambda v, x: (outputs_and_grads(fast_m, v, x), outputs_and_grads(slow_m, v, x)))(variables, x)
+    assert fast.shape == (shape[0], 2 * shape[1], 2 * shape[2], features)
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(reference), atol=1e-4, rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(fast_grads), jax.tree.leaves(ref_grads), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-3, rtol=1e-4)
 
 
 @pytest.mark.parametrize("size,plan", [(28, (7, 2)), (32, (4, 3)), (64, (4, 4)), (14, (7, 1))])
@@ -48,14 +59,20 @@ def test_generator_and_discriminator_shapes(size, channels):
     assert jax.eval_shape(d.apply, dv, x).shape == (2,)
 
 
-def test_generator_phase_and_transpose_agree_and_dcgan_init():
-    """Same parameters, same images: checkpoints work with either --upsample. Weights start at N(0, 0.02)."""
+def test_generator_upsamplers_agree_and_dcgan_init():
+    """Same parameters, same images: checkpoints work with any --upsample. Weights start at N(0, 0.02)."""
     z = jax.random.normal(jax.random.PRNGKey(0), (3, 8))
-    fast, slow = (DCGANGenerator(size=28, channels=1, width=16, upsample=u) for u in ("phase", "transpose"))
-    variables = jax.jit(fast.init)(param_key(jax.random.PRNGKey(1)), z)  # rbg: compiles faster
-    assert jax.tree.structure(variables) == jax.tree.structure(jax.eval_shape(slow.init, jax.random.PRNGKey(1), z))
-    a, b = jax.jit(lambda v, z: (fast.apply(v, z), slow.apply(v, z)))(variables, z)
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    assert set(UPSAMPLERS) == {"mixed", "phase", "phase2x2", "transpose"}
+    gens = {u: DCGANGenerator(size=28, channels=1, width=16, upsample=u) for u in UPSAMPLERS}
+    assert DCGANGenerator(size=28, channels=1).upsample == "phase"  # the default keeps earlier runs' numbers
+    variables = jax.jit(gens["mixed"].init)(param_key(jax.random.PRNGKey(1)), z)  # rbg: compiles faster
+    shapes = lambda tree: jax.tree.map(jnp.shape, tree)
+    for g in gens.values():
+        assert shapes(variables) == shapes(jax.eval_shape(g.init, jax.random.PRNGKey(1), z))
+    images = jax.jit(lambda v, z: {u: g.apply(v, z) for u, g in gens.items()})(variables, z)
+    for u in UPSAMPLERS:
+        np.testing.assert_allclose(np.asarray(images[u]), np.asarray(images["transpose"]), atol=1e-5, err_msg=u)
+    a = images["mixed"]
     assert float(jnp.max(jnp.abs(a))) <= 1.0  # tanh output
     kernel = np.asarray(variables["params"]["project"]["kernel"])  # (8, 7 * 7 * 32)
     assert abs(kernel.std() - 0.02) < 0.002 and abs(kernel.mean()) < 0.002

@@ -41,7 +41,7 @@ class ModelConfig:
     g_batch_norm: bool = True
     d_batch_norm: bool = True
     spectral_norm: bool = False
-    upsample: str = "phase"                # phase (3x3 conv + depth-to-space) | transpose
+    upsample: str = "phase"                # phase | mixed | phase2x2 | transpose (research/models/dcgan.py)
     # MLP
     g_hidden: tuple[int, ...] = (128, 128)
     d_hidden: tuple[int, ...] = (128, 128)
