@@ -8,6 +8,10 @@ shapes, so a checkpoint from another architecture is a clear error instead of a 
 A checkpoint that cannot be read (a truncated data file, torn metadata, a step directory without its state:
 what a kill or a full disk mid-save leaves) is not an error of the user's: `restore_latest` moves it aside
 (never deletes it) and resumes from the newest checkpoint that reads.
+
+Orbax is imported, and its CheckpointManager built, when first needed: a fresh run (no checkpoint directory, or
+an empty one) asks only whether there is a checkpoint, which a directory listing answers, so its first training
+step does not wait for Orbax's import (about a second of start-up); the first save builds the manager.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
 
 from research.errors import ConfigError
 
@@ -45,20 +48,41 @@ class Checkpointer:
 
     def __init__(self, directory: str | pathlib.Path, *, keep: int = 3, async_save: bool = True):
         self.directory = pathlib.Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               enable_async_checkpointing=async_save)
-        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        self._keep, self._async_save = keep, async_save
+        self._built = None  # the orbax CheckpointManager, built by `_manager` when first needed
+
+    @property
+    def _manager(self):
+        if self._built is None:
+            import orbax.checkpoint as ocp
+
+            options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
+                                                   enable_async_checkpointing=self._async_save)
+            handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+            self._built = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        return self._built
+
+    def _nothing_saved(self) -> bool:
+        """True when the directory is missing or empty: no checkpoint, Orbax not needed to say so (anything in
+        it, even a half-written step, is left to Orbax)."""
+        if self._built is not None:
+            return False
+        try:
+            return not any(self.directory.iterdir())
+        except FileNotFoundError:
+            return True
 
     def latest_step(self) -> int | None:
-        return self._manager.latest_step()
+        return None if self._nothing_saved() else self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
+        return [] if self._nothing_saved() else list(self._manager.all_steps())
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         """Save `state` and JSON `meta` at `step`. `meta` is copied now: an async save serialises it later, and the
         caller may mutate what it references (the loop's log window) in the meantime."""
+        import orbax.checkpoint as ocp
+
         meta = json.loads(json.dumps(meta))
         self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                          meta=ocp.args.JsonSave(meta)), force=True)
@@ -79,6 +103,8 @@ class Checkpointer:
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
         """(state, meta) saved at `step`, placed with the shardings of `abstract_state`."""
+        import orbax.checkpoint as ocp
+
         self.check_compatible(step, abstract_state)
         out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                                                   meta=ocp.args.JsonRestore()))
@@ -125,8 +151,10 @@ class Checkpointer:
         return None
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        if self._built is not None:
+            self._built.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        if self._built is not None:
+            self._built.wait_until_finished()
+            self._built.close()

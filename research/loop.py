@@ -295,8 +295,17 @@ def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopCon
     call = _compiled_call(task, cfg, mesh, batches.on_device, state_sharding, scanned, use_sharding, batches.decode)
     fuse = jax.jit(replicas.fuse, donate_argnums=0, out_shardings=state_sharding) if cfg.red_blue else None
 
-    # ---- Writers and logging.
-    writer = MetricWriter(workdir, resume_step=start, reevaluate=start == cfg.steps, enabled=chief)
+    # ---- Writers and logging. The writer (TensorBoard's, whose import is seconds: tensorboardX imports PyTorch when
+    # it is installed) is opened once the first call is done: nothing is written before, and the first step need
+    # not wait for it. Opening it truncates metrics.jsonl to the restored step, before any line is written.
+    writer: MetricWriter | None = None
+
+    def open_writer() -> MetricWriter:
+        nonlocal writer
+        if writer is None:
+            writer = MetricWriter(workdir, resume_step=start, reevaluate=start == cfg.steps, enabled=chief)
+        return writer
+
     progress = Progress(cfg.steps, start, bar=cfg.progress_bar)
     elapsed = lambda: elapsed0 + time.perf_counter() - t_start
     window: list[dict[str, float]] = window0  # train metrics since the last log line
@@ -322,13 +331,13 @@ def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopCon
             if _due(done, cfg.log_every) or done == cfg.steps:
                 last_train = {name: float(np.mean([m[name] for m in window])) for name in window[0]}
                 window.clear()
-                writer.elapsed = elapsed()
+                open_writer().elapsed = elapsed()
                 writer.scalars(done, "train", last_train)
                 progress.report(done, last_train)
 
     # ---- Evaluation: every replica's metrics; replica 0's pictures and texts.
     def evaluate(step: int, due: Sequence[Evaluator]) -> tuple[dict[str, float], list[dict[str, float]]]:
-        writer.elapsed = elapsed()
+        open_writer().elapsed = elapsed()
         full = sharding.to_use(state, use_sharding)  # model parallelism: the leaves evaluators use whole, gathered
         if cfg.red_blue:
             views = [replicas.take(replicas.fuse(full), 0)]
@@ -370,6 +379,7 @@ def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopCon
                     jax.block_until_ready(device_metrics)
                     log.info("first call done: %.3f s after the loop started (unix time %.3f)",
                              time.perf_counter() - t_start, time.time())
+                    open_writer()
                 drain()  # the previous call's metrics: by now its computation has finished
                 pending = (step + 1, k, device_metrics)
                 step += k
@@ -401,7 +411,8 @@ def train_and_evaluate(task: Task, evaluators: Sequence[Evaluator], cfg: LoopCon
         finally:
             progress.close()
             ckpt.close()
-            writer.close()
+            if writer is not None:
+                writer.close()
 
     # ---- final.json
     metrics, per = evaluated

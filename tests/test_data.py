@@ -51,6 +51,23 @@ def test_digits_and_diabetes():
     assert r.info["target_std"] > 50  # the raw target is in the hundreds
 
 
+def test_digits_are_sklearns_without_importing_it():
+    """`digits` reads scikit-learn's bundled file itself (the import costs start-up): the arrays load_digits gives."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from research.data import offline; offline.digits(); "
+            "print('sklearn' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+    from sklearn.datasets import load_digits
+
+    ours, theirs = data.load("digits"), load_digits()
+    train, test = stratified_split(theirs.target, 0.2, seed=0)
+    for name, rows in (("train", train), ("test", test)):
+        np.testing.assert_array_equal(ours.split(name)["x"][..., 0], (theirs.images[rows] / 16.0).astype(np.float32))
+        np.testing.assert_array_equal(ours.split(name)["y"], theirs.target[rows])
+
+
 def test_mnist1d_default_sizes():
     d = data.load("mnist1d")
     assert d.split("train")["x"].shape == (4000, 40) and d.split("test")["x"].shape == (1000, 40)
