@@ -114,7 +114,7 @@ def test_bad_configs(digits, variational, cfg):
 def test_pixels_outside_unit_interval_are_refused(digits):
     train = digits.split("train")
     shifted = dataclasses.replace(digits, splits={"train": {"x": train["x"] * 2 - 1, "y": train["y"]},
-                                                  "test": digits.split("test")})
+                                                  "test": digits.split("test")}, scales={})  # float values
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
         _task(shifted)
 

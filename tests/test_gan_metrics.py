@@ -114,7 +114,7 @@ def test_evaluator_is_trained_once_and_cached(monkeypatch, tmp_path):
                              min_accuracy=0.0)
     first = ev.load_or_train(cfg)
     files = sorted(p.name for p in (tmp_path / "evaluators").iterdir())
-    assert files == [f"lenet-{cfg.key()}.json", f"lenet-{cfg.key()}.npz"]
+    assert files == [f"lenet-synthetic_digits-{cfg.key()}.json", f"lenet-synthetic_digits-{cfg.key()}.npz"]
     report = json.loads((tmp_path / "evaluators" / files[0]).read_text())
     assert report["key"] == cfg.key() and 0.0 <= report["test_accuracy"] <= 1.0
     with np.load(tmp_path / "evaluators" / files[1], allow_pickle=False) as f:  # plain arrays, no pickle

@@ -477,8 +477,8 @@ def test_stopping_the_sweep_interrupts_its_trial_and_a_rerun_finishes_it(env, tm
         seeds = [0]
         metrics = ["score"]
         [flags]
-        sleep = 3
-        """
+        sleep = 10
+        """  # long enough that a signal sent once the trial started finds it running on a loaded machine
     spec, sd = write_spec(tmp_path, body), str(tmp_path / "sweep")
     start = lambda: subprocess.Popen([sys.executable, "-m", "launch.sweep", f"--spec={spec}", f"--sweep_dir={sd}",
                                       "--workers=1", *FAST], env=env, stdout=subprocess.PIPE,
@@ -491,7 +491,7 @@ def test_stopping_the_sweep_interrupts_its_trial_and_a_rerun_finishes_it(env, tm
     [stopped] = trials(sd)
     assert stopped.state.name == "FAIL" and stopped.user_attrs["retriable"] and stopped.user_attrs["interrupted"]
     # the spec changed under the ledger: refused, nothing run
-    write_spec(tmp_path, body.replace("sleep = 3", "sleep = 0"))
+    write_spec(tmp_path, body.replace("sleep = 10", "sleep = 0"))
     changed = sweep(env, f"--spec={spec}", f"--sweep_dir={sd}", "--workers=1", *FAST, check=False)
     assert changed.returncode == 2 and "holds a sweep named 'fake' with a different" in changed.stderr
     assert runs(sd, "seed-0") == 1
