@@ -219,6 +219,25 @@ def test_ptq_reproduces_the_float_accuracy_in_a_quarter_of_the_bytes_and_exports
     assert np.mean(served["label"] == test["y"]) == pytest.approx(manifest["source"]["metrics"]["accuracy"])
 
 
+def test_ptq_eval_scores_what_launch_quantize_writes(trained, tmp_path):
+    """--ptq_eval's evaluator (every evaluation of a training run) gives the metrics and bytes launch.quantize's
+    conversion of the same checkpoint gives."""
+    from research.evaluators.base import EvalContext
+    from research.evaluators.quantized import QuantizedEvaluator
+
+    mesh = make_mesh()
+    run = MLP.build(_config(quant=QuantConfig(evaluate=("int8_weights", "int8_dynamic"))), mesh)
+    [quantized] = [e for e in run.evaluators if isinstance(e, QuantizedEvaluator)]
+    state, step = restore_latest(run.task, Workdir(trained), mesh=mesh)
+    got = quantized.evaluate(state, EvalContext(step, mesh, pictures=False)).metrics
+    for method in ("int8_weights", "int8_dynamic"):
+        final = quantize_run(Workdir(trained), method, tmp_path / method)
+        assert got[f"{method}_accuracy"] == pytest.approx(final["metrics"]["accuracy"])
+        assert got[f"{method}_bytes"] == final["bytes"]["quantized"]
+        assert got[f"{method}_bytes_ratio"] == pytest.approx(final["bytes"]["ratio"])
+    assert got["float32_bytes"] == final["bytes"]["float32"]
+
+
 def test_tree_bytes_counts_one_byte_per_int8():
     assert tree_bytes({"a": jnp.zeros((3, 4), jnp.int8), "b": jnp.zeros(5, jnp.float32)}) == 12 + 20
 

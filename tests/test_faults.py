@@ -125,6 +125,8 @@ CASES = [
      "--conditional is implemented for --architecture=dcgan only", 2, None),
     ("gan: unsupported image size", "gan", ["--dataset=digits", "--image_size=30"], "image size 30", 2, None),
     ("gan: sample without a run", "gan", ["--mode=sample"], "does not exist", 2, None),
+    ("gan: evaluator of data without one", "gan", ["--mode=evaluator", "--dataset=digits"],
+     "no LeNet evaluator is trained on 'digits'", 2, None),
     ("gan: sample zero", "gan", ["--mode=sample", "--num_samples=0"], "--num_samples must be positive", 2, "gan"),
     ("gan: sample disagreeing flag", "gan", ["--mode=sample", "--z_dim=9"], "disagrees with the run", 2, "gan"),
     ("gan: tensor rules on a dcgan", "gan", ["--dataset=digits", "--sharding_rules=tensor", "--model_parallel=2"],
