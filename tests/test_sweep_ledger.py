@@ -471,6 +471,12 @@ def _started(sd, name, n, timeout=60):
     return runs(sd, name) >= n
 
 
+def _interactive() -> None:
+    """In the child before exec: SIGINT acts as in an interactive shell, whatever the test process inherited (a
+    process started with SIGINT ignored keeps ignoring it: Python installs no KeyboardInterrupt handler then)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_stopping_the_sweep_interrupts_its_trial_and_a_rerun_finishes_it(env, tmp_path):
     body = """
         launch = "fake_trial"
@@ -482,7 +488,7 @@ def test_stopping_the_sweep_interrupts_its_trial_and_a_rerun_finishes_it(env, tm
     spec, sd = write_spec(tmp_path, body), str(tmp_path / "sweep")
     start = lambda: subprocess.Popen([sys.executable, "-m", "launch.sweep", f"--spec={spec}", f"--sweep_dir={sd}",
                                       "--workers=1", *FAST], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+                                     stderr=subprocess.STDOUT, text=True, preexec_fn=_interactive)
     proc = start()
     assert _started(sd, "seed-0", 1), "the trial never started"
     proc.send_signal(signal.SIGINT)  # Ctrl-C: the worker stops its trial, the sweep says how to go on
