@@ -31,21 +31,9 @@ import optax
 
 from research.compress.config import PruneConfig
 from research.errors import ConfigError
+from research.sharding import path_name
 
 _INF_BITS = 0x7F800000  # the bit pattern of +inf: every finite |w| is below it
-
-
-def path_name(path: tuple) -> str:
-    """'Dense_0/kernel' for a pytree path of dict keys, attributes or indices."""
-    parts = []
-    for entry in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(entry, attr):
-                parts.append(str(getattr(entry, attr)))
-                break
-        else:
-            parts.append(str(entry))
-    return "/".join(parts)
 
 
 def selected(params: Any, pattern: str) -> dict[str, Any]:
