@@ -9,10 +9,10 @@
     POST /v1/sample           generators (GAN, VAE): {"n": N, "seed": S[, "label": L]} -> {"outputs": {...}};
                               with `Accept: image/png`, a PNG grid of the images
 
-Needs only jax, jaxlib (+ flatbuffers, numpy), starlette, uvicorn and orjson: it imports nothing from `research`
-(launch/artifact.py loads the artifact), so it runs where the training code is not installed. JSON goes through
-orjson: a request's cost is mostly JSON, and orjson decodes a 28x28 image 3-4x and encodes one 14x faster than
-the json module (non-finite outputs are written as null; NaN and Infinity in a request are refused).
+Needs only jax, jaxlib (+ flatbuffers, numpy), starlette, uvicorn (+ httptools) and orjson: it imports nothing from
+`research` (launch/artifact.py loads the artifact), so it runs where the training code is not installed. JSON goes
+through orjson: a request's cost is mostly JSON, and orjson decodes a 28x28 image 3-4x and encodes one 14x faster
+than the json module (non-finite outputs are written as null; NaN and Infinity in a request are refused).
 
 Web stack: Starlette on uvicorn. FastAPI is Starlette plus pydantic models, and pydantic would add nothing
 here: what a request must hold is known only once an artifact is loaded (its manifest's shapes and dtypes), so
