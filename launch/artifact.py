@@ -56,36 +56,38 @@ class TensorSpec:
     def convert(self, value: Any) -> np.ndarray:
         """`value` (an array, or nested lists as JSON gives them) as an array of this spec; InputError if it is
         not one."""
-        where = f"input {self.name!r} ({self.describe()})"
         try:
             arr = value if isinstance(value, np.ndarray) else np.asarray(value)
         except (ValueError, TypeError, OverflowError):
-            raise InputError(f"{where}: not a rectangular array of numbers") from None
+            raise self._bad("not a rectangular array of numbers") from None
         kind = arr.dtype.kind
         if self.dtype.kind == "f":
             if kind not in "fiu":
-                raise InputError(f"{where}: got {_what(arr)}, expected numbers")
+                raise self._bad(f"got {_what(arr)}, expected numbers")
             with np.errstate(over="ignore", invalid="ignore"):
                 cast = arr.astype(self.dtype)
             if not np.all(np.isfinite(cast)) and np.all(np.isfinite(arr)):
-                raise InputError(f"{where}: values overflow {self.dtype.name}")
+                raise self._bad(f"values overflow {self.dtype.name}")
         elif self.dtype.kind in "iu":
             if kind not in "iu":
-                raise InputError(f"{where}: got {_what(arr)}, expected integers")
+                raise self._bad(f"got {_what(arr)}, expected integers")
             info = np.iinfo(self.dtype)
             if arr.size and (arr.min() < info.min or arr.max() > info.max):
-                raise InputError(f"{where}: values out of the range of {self.dtype.name}")
+                raise self._bad(f"values out of the range of {self.dtype.name}")
             cast = arr.astype(self.dtype)
         else:
             cast = arr.astype(self.dtype)
         if cast.ndim != len(self.shape) or any(d != BATCH and d != n for d, n in zip(self.shape, cast.shape,
                                                                                        strict=True)):
-            raise InputError(f"{where}: got shape {list(cast.shape)}")
+            raise self._bad(f"got shape {list(cast.shape)}")
         if cast.shape[0] < 1:
-            raise InputError(f"{where}: needs at least one row")
+            raise self._bad("needs at least one row")
         if self.range is not None and cast.size and (cast.min() < self.range[0] or cast.max() >= self.range[1]):
-            raise InputError(f"{where}: values must be in [{self.range[0]}, {self.range[1]})")
+            raise self._bad(f"values must be in [{self.range[0]}, {self.range[1]})")
         return cast
+
+    def _bad(self, what: str) -> InputError:
+        return InputError(f"input {self.name!r} ({self.describe()}): {what}")
 
 
 def _what(arr: np.ndarray) -> str:
