@@ -5,6 +5,7 @@ SIGTERM while requests are in flight, in a process where `import research` fails
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import http.client
 import io
 import json
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 
 from launch.artifact import Artifact, InputError, TensorSpec
-from launch.serve import ServeConfig, image_grid, png_bytes, running
+from launch.serve import Batcher, ServeConfig, image_grid, png_bytes, running
 from tests.conftest import REPO
 from tests.export_runs import runs  # noqa: F401  (the session's trained runs)
 
@@ -185,6 +186,27 @@ def test_32_concurrent_clients_are_batched_and_answered_correctly(artifacts, tes
 
 
 @pytest.mark.slow
+def test_a_queued_request_holds_its_arrays_not_the_parsed_json(artifacts, monkeypatch):
+    """Parsed JSON kept alive while requests wait for their batch filled the oldest GC generation under load
+    (full collections of the whole heap, GIL held): the lists must be gone before a request is queued."""
+    sentinel, seen = 0.4242424242, []
+    original = Batcher.submit
+
+    async def submit(self, entry, arrays, rows):
+        gc.collect()
+        seen.append(sum(1 for o in gc.get_objects()
+                        if type(o) is list and len(o) == 1 and type(o[0]) is float and o[0] == sentinel))
+        return await original(self, entry, arrays, rows)
+
+    monkeypatch.setattr(Batcher, "submit", submit)
+    body = json.dumps({"inputs": [[[[sentinel]] * 8] * 8]}).encode()  # no list of ours outlives this line
+    with running(artifacts["mlp"], ServeConfig(max_wait_ms=0)) as (url, _):
+        status, _, answer = request(url, "POST", "/v1/predict/predict", body)
+    assert status == 200, answer
+    assert seen == [0]
+
+
+@pytest.mark.slow
 def test_deterministic_mode_answers_do_not_depend_on_the_load(artifacts, test_x):
     mlp = artifacts["mlp"]
     entry = mlp.entries["predict"]
@@ -241,9 +263,10 @@ def test_sigterm_answers_requests_in_flight_and_exits_0_without_research(runs, a
         for th in threads:
             th.start()
         deadline = time.monotonic() + 20
-        while json.loads(request(url, "GET", "/healthz")[2])["stats"]["queued"] < 8:  # all 8 wait in the batch
+        while (health := json.loads(request(url, "GET", "/healthz")[2]))["stats"]["queued"] < 8:  # all 8 wait
             assert time.monotonic() < deadline
             time.sleep(0.02)
+        assert health["gc"]["frozen_objects"] > 10_000 and health["gc"]["threshold"][0] == 10_000  # settle_gc ran
         proc.send_signal(signal.SIGTERM)
         for th in threads:
             th.join(30)
