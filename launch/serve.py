@@ -501,7 +501,8 @@ def running(artifact: Artifact, cfg: ServeConfig, *, host: str = "127.0.0.1", po
 def settle_gc(threshold: int = 10_000) -> None:
     """Freeze what is alive after warm-up (JAX, the artifact, the compiled programs: ~120k objects) out of the
     garbage collector's reach, and collect the youngest generation every `threshold` net allocations instead of
-    700. Under load, each full collection walked that heap (~90 ms, with the GIL held); see docs/deploy.md."""
+    700. Under load, each full collection walked that heap (~90 ms, with the GIL held); see docs/deploy.md.
+    `main` calls it after warm-up; `running` does not, as it would change the collector of the process hosting it."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(threshold, *gc.get_threshold()[1:])
