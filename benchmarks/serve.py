@@ -15,10 +15,11 @@ loop: a fraction of a millisecond in Python) and its cost grows slowly with the 
 HTTP handling bounds both modes, which the in-process rows show.
 The server runs in its own process (`python -m launch.serve`, access log off). The clients are one asyncio loop
 in this process, each with a keep-alive connection, writing a pre-built HTTP/1.1 request and reading the answer
-(status and Content-Length checked) before sending its next (a closed loop) for `seconds` per measurement: about
-0.1 ms of CPU per request, where `http.client` threads cost 0.35-0.8 ms and took a third of the machine from the
-server. Clients and server share the machine's two cores. "server CPU ms/req" is the server process's user +
-system CPU time (all its threads: event loop, compute, XLA's pool) over the requests answered, from /proc.
+(status and Content-Length checked) before sending its next (a closed loop) for `seconds` per measurement:
+0.07-0.3 ms of CPU per request, where `http.client` threads cost 0.35-0.8 ms that the server then lacked
+(benchmarks/README.md). Clients and server share the machine's two cores. "server CPU ms/req" is the server
+process's user + system CPU time (all its threads: event loop, compute, XLA's pool) over the requests answered,
+from /proc.
 In-process rows at batch 16 and 32 are the most batching can buy at 32 clients: closed-loop clients never queue
 more than 32 requests, and while one batch computes the next one forms, so batches settle near 16.
 Requests/s: the median over `repeats` measurements; latencies: pooled over them.
